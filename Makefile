@@ -1,0 +1,36 @@
+# Stockade's build and test entry points. `make help` lists them.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: help venv testbin test unit integration lint crds
+
+help:
+	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed ## Python virtualenv with Stockade and its dev tools
+
+testbin: ## Build the pinned Kubernetes and etcd binaries (cached in ~/.cache/stockade)
+	hack/testbin/build.sh
+
+lint: venv ## ruff and mypy
+	$(VENV)/bin/ruff check operator tests
+	$(VENV)/bin/ruff format --check operator tests
+	$(VENV)/bin/mypy
+
+unit: venv ## Unit tests: pure logic, no processes
+	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+
+integration: venv testbin ## Integration tests against real etcd and kube-apiserver
+	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
+
+test: venv testbin lint ## Everything CI runs: lint, unit and integration tiers
+	$(PY) -m pytest tests/unit tests/integration $(PYTEST_ARGS)

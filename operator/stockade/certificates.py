@@ -1,0 +1,142 @@
+"""The certificate set of one Kubernetes control plane: three CAs, the leaves, the SA key.
+
+Pure: given the names the servers answer to, it computes certificates. The operator stores the
+result in Secrets (`stockade.render`), and the test bed writes it to files (`stockade.testbed`).
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from stockade import pki
+
+# The three signers. Separate CAs keep the blast radius small: an etcd client certificate can never
+# authenticate to the API server, and a front-proxy client can never reach etcd.
+CLUSTER_CA = "ca"
+ETCD_CA = "etcd-ca"
+FRONT_PROXY_CA = "front-proxy-ca"
+CA_NAMES = (CLUSTER_CA, ETCD_CA, FRONT_PROXY_CA)
+
+# Leaf certificates, by the stable name they are stored under.
+APISERVER = "apiserver"
+APISERVER_KUBELET_CLIENT = "apiserver-kubelet-client"
+APISERVER_ETCD_CLIENT = "apiserver-etcd-client"
+ETCD_SERVER = "etcd-server"
+ETCD_PEER = "etcd-peer"
+FRONT_PROXY_CLIENT = "front-proxy-client"
+CONTROLLER_MANAGER = "controller-manager"
+SCHEDULER = "scheduler"
+ADMIN = "admin"
+SYNCER = "syncer"
+
+# Identities of the kubeconfig users. The tenant admin is *not* in system:masters: its rights come
+# from a ClusterRoleBinding in the tenant cluster, so they can be revoked.
+ADMIN_USER = "stockade:tenant-admin"
+ADMIN_GROUP = "stockade:tenant-admins"
+SYNCER_USER = "stockade:syncer"
+BOOTSTRAP_USER = "stockade:bootstrap"
+MASTERS_GROUP = "system:masters"
+
+KUBECONFIG_USERS = (ADMIN, CONTROLLER_MANAGER, SCHEDULER, SYNCER)
+
+
+@dataclass(frozen=True)
+class ServingNames:
+    """The DNS names and IP addresses the API server and etcd answer to."""
+
+    apiserver_dns: tuple[str, ...] = ()
+    apiserver_ips: tuple[str, ...] = ()
+    etcd_dns: tuple[str, ...] = ()
+    etcd_ips: tuple[str, ...] = ()
+
+
+def leaf_requests(
+    names: ServingNames, validity: datetime.timedelta = pki.LEAF_VALIDITY
+) -> dict[str, tuple[str, pki.CertificateRequest]]:
+    """Every leaf certificate of a control plane, as (signing CA, request)."""
+
+    def req(common_name: str, **kwargs: object) -> pki.CertificateRequest:
+        return pki.CertificateRequest(common_name=common_name, validity=validity, **kwargs)  # type: ignore[arg-type]
+
+    etcd_names = {"dns_names": names.etcd_dns, "ip_addresses": names.etcd_ips}
+    return {
+        APISERVER: (
+            CLUSTER_CA,
+            req("kube-apiserver", server=True, dns_names=names.apiserver_dns, ip_addresses=names.apiserver_ips),
+        ),
+        APISERVER_KUBELET_CLIENT: (
+            CLUSTER_CA,
+            req("kube-apiserver-kubelet-client", organizations=("system:kubelet-api-admins",), client=True),
+        ),
+        APISERVER_ETCD_CLIENT: (ETCD_CA, req("kube-apiserver-etcd-client", client=True)),
+        ETCD_SERVER: (ETCD_CA, req("etcd-server", server=True, client=True, **etcd_names)),
+        ETCD_PEER: (ETCD_CA, req("etcd-peer", server=True, client=True, **etcd_names)),
+        FRONT_PROXY_CLIENT: (FRONT_PROXY_CA, req("front-proxy-client", client=True)),
+        CONTROLLER_MANAGER: (CLUSTER_CA, req("system:kube-controller-manager", client=True)),
+        SCHEDULER: (CLUSTER_CA, req("system:kube-scheduler", client=True)),
+        ADMIN: (CLUSTER_CA, req(ADMIN_USER, organizations=(ADMIN_GROUP,), client=True)),
+        SYNCER: (CLUSTER_CA, req(SYNCER_USER, client=True)),
+    }
+
+
+@dataclass(frozen=True)
+class ControlPlanePKI:
+    cas: Mapping[str, pki.CertKey]
+    leaves: Mapping[str, pki.CertKey]
+    service_account_key: ec.EllipticCurvePrivateKey
+    names: ServingNames = field(default_factory=ServingNames)
+
+    def earliest_expiry(self) -> datetime.datetime:
+        return min(ck.not_after for ck in [*self.cas.values(), *self.leaves.values()])
+
+
+def create_cas(now: datetime.datetime | None = None) -> dict[str, pki.CertKey]:
+    return {name: pki.create_ca(f"stockade-{name}", now=now) for name in CA_NAMES}
+
+
+def issue_leaves(
+    cas: Mapping[str, pki.CertKey],
+    names: ServingNames,
+    *,
+    only: set[str] | None = None,
+    validity: datetime.timedelta = pki.LEAF_VALIDITY,
+    now: datetime.datetime | None = None,
+) -> dict[str, pki.CertKey]:
+    """Issue the leaves named in `only` (all of them by default) from `cas`."""
+    return {
+        name: pki.issue_certificate(cas[ca_name], request, now=now)
+        for name, (ca_name, request) in leaf_requests(names, validity).items()
+        if only is None or name in only
+    }
+
+
+def create_control_plane_pki(
+    names: ServingNames,
+    *,
+    validity: datetime.timedelta = pki.LEAF_VALIDITY,
+    now: datetime.datetime | None = None,
+) -> ControlPlanePKI:
+    cas = create_cas(now)
+    return ControlPlanePKI(
+        cas=cas,
+        leaves=issue_leaves(cas, names, validity=validity, now=now),
+        service_account_key=pki.new_private_key(),
+        names=names,
+    )
+
+
+def issue_bootstrap_client(
+    cluster_ca: pki.CertKey, validity: datetime.timedelta = datetime.timedelta(minutes=15)
+) -> pki.CertKey:
+    """A short-lived system:masters client, held only in memory by whoever holds the CA key.
+
+    Used to apply the first RBAC objects of a fresh control plane; never stored, never handed out.
+    """
+    request = pki.CertificateRequest(
+        common_name=BOOTSTRAP_USER, organizations=(MASTERS_GROUP,), client=True, validity=validity
+    )
+    return pki.issue_certificate(cluster_ca, request)

@@ -1,0 +1,46 @@
+"""Where the upstream binaries built by `make testbin` live."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+VERSIONS_FILE = REPO_ROOT / "hack" / "testbin" / "versions.env"
+BUILD_COMMAND = "make testbin"
+
+
+class TestbinMissingError(RuntimeError):
+    """An upstream binary is not built yet."""
+
+    __test__ = False  # not a pytest test class
+
+
+def pinned_versions() -> dict[str, str]:
+    text = VERSIONS_FILE.read_text()
+    return dict(re.findall(r"^([A-Z_]+)=(\S+)", text, flags=re.MULTILINE))
+
+
+def kubernetes_version() -> str:
+    return pinned_versions()["KUBERNETES_VERSION"]
+
+
+def testbin_dir() -> Path:
+    """Same rule as hack/testbin/build.sh: $STOCKADE_TESTBIN, else the versioned cache folder."""
+    if override := os.environ.get("STOCKADE_TESTBIN"):
+        return Path(override)
+    cache_root = os.environ.get("STOCKADE_CACHE") or str(
+        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "stockade"
+    )
+    return Path(cache_root) / f"k8s-{kubernetes_version()}" / "bin"
+
+
+def find_binary(name: str) -> Path:
+    path = testbin_dir() / name
+    if not os.access(path, os.X_OK):
+        raise TestbinMissingError(
+            f"{name} is not built: expected it at {path}. Run `{BUILD_COMMAND}` to build the pinned "
+            "Kubernetes and etcd binaries (or set STOCKADE_TESTBIN to a folder holding them)."
+        )
+    return path

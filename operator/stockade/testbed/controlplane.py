@@ -1,0 +1,282 @@
+"""A real etcd + kube-apiserver (+ kube-controller-manager) on random loopback ports."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import ssl
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from stockade import certificates as certs
+from stockade import pki
+from stockade.kubeconfig import build_kubeconfig
+from stockade.testbed.binaries import find_binary
+from stockade.testbed.process import ManagedProcess
+
+SERVICE_CIDR = "10.0.0.0/24"
+START_TIMEOUT = 90.0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ControlPlaneStartError(RuntimeError):
+    pass
+
+
+class LocalControlPlane:
+    """One independent control plane. Use as a context manager, or call start()/stop().
+
+    Pass `pki` to run it with certificates issued elsewhere (e.g. by the operator); by default
+    it issues its own. Files live in a temporary folder removed by stop().
+    """
+
+    def __init__(
+        self,
+        name: str = "testbed",
+        *,
+        owner: str | None = None,
+        controller_manager: bool = False,
+        control_plane_pki: certs.ControlPlanePKI | None = None,
+        extra_apiserver_args: list[str] | None = None,
+        root: Path | None = None,
+    ):
+        self.name = name
+        self.owner = owner or uuid.uuid4().hex
+        self.with_controller_manager = controller_manager
+        self.extra_apiserver_args = extra_apiserver_args or []
+        self.dir = Path(tempfile.mkdtemp(prefix=f"stockade-{name}-", dir=root))
+        self.pki = control_plane_pki or certs.create_control_plane_pki(
+            certs.ServingNames(
+                apiserver_dns=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"),
+                apiserver_ips=("127.0.0.1", "10.0.0.1"),
+                etcd_dns=("localhost",),
+                etcd_ips=("127.0.0.1",),
+            )
+        )
+        # The test bed's owner is the cluster's superuser, the one identity allowed system:masters.
+        self.superuser = pki.issue_certificate(
+            self.pki.cas[certs.CLUSTER_CA],
+            pki.CertificateRequest(
+                "stockade-testbed-superuser", organizations=(certs.MASTERS_GROUP,), client=True
+            ),
+        )
+        self.etcd_port = free_port()
+        self.etcd_peer_port = free_port()
+        self.apiserver_port = free_port()
+        self.processes: list[ManagedProcess] = []
+
+    # -- files ------------------------------------------------------------------------------
+
+    def _write(self, relative: str, data: bytes) -> Path:
+        path = self.dir / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        path.chmod(0o600)
+        return path
+
+    def _write_pki(self) -> None:
+        for name, ck in self.pki.cas.items():
+            self._write(f"pki/{name}.crt", ck.cert_pem)
+        for name, ck in self.pki.leaves.items():
+            self._write(f"pki/{name}.crt", ck.cert_pem)
+            self._write(f"pki/{name}.key", ck.key_pem)
+        self._write("pki/sa.key", pki.private_key_pem(self.pki.service_account_key))
+        self._write("pki/sa.pub", pki.public_key_pem(self.pki.service_account_key))
+
+    @property
+    def server(self) -> str:
+        return f"https://127.0.0.1:{self.apiserver_port}"
+
+    @property
+    def ca_pem(self) -> bytes:
+        return self.pki.cas[certs.CLUSTER_CA].cert_pem
+
+    def kubeconfig_for(self, ck: pki.CertKey, user: str) -> dict[str, Any]:
+        return build_kubeconfig(
+            cluster=self.name, server=self.server, ca_pem=self.ca_pem, user=user,
+            cert_pem=ck.cert_pem, key_pem=ck.key_pem,
+        )
+
+    def write_kubeconfig(self, filename: str, kubeconfig: dict[str, Any]) -> Path:
+        return self._write(filename, yaml.safe_dump(kubeconfig).encode())
+
+    @property
+    def kubeconfig_path(self) -> Path:
+        """The superuser's kubeconfig."""
+        return self.dir / "superuser.kubeconfig"
+
+    @property
+    def kubeconfig(self) -> dict[str, Any]:
+        return self.kubeconfig_for(self.superuser, "superuser")
+
+    # -- processes ---------------------------------------------------------------------------
+
+    def _spawn(self, component: str, argv: list[str]) -> ManagedProcess:
+        process = ManagedProcess(component, argv, self.dir / f"{component}.log", self.owner)
+        self.processes.append(process)
+        process.start()
+        return process
+
+    def _etcd_args(self) -> list[str]:
+        p = self.dir / "pki"
+        client_url = f"https://127.0.0.1:{self.etcd_port}"
+        peer_url = f"https://127.0.0.1:{self.etcd_peer_port}"
+        return [
+            str(find_binary("etcd")),
+            "--name=default",
+            f"--data-dir={self.dir / 'etcd'}",
+            f"--listen-client-urls={client_url}",
+            f"--advertise-client-urls={client_url}",
+            f"--listen-peer-urls={peer_url}",
+            f"--initial-advertise-peer-urls={peer_url}",
+            f"--initial-cluster=default={peer_url}",
+            f"--cert-file={p / 'etcd-server.crt'}",
+            f"--key-file={p / 'etcd-server.key'}",
+            f"--trusted-ca-file={p / 'etcd-ca.crt'}",
+            "--client-cert-auth",
+            f"--peer-cert-file={p / 'etcd-peer.crt'}",
+            f"--peer-key-file={p / 'etcd-peer.key'}",
+            f"--peer-trusted-ca-file={p / 'etcd-ca.crt'}",
+            "--peer-client-cert-auth",
+            "--log-level=warn",
+        ]
+
+    def _apiserver_args(self) -> list[str]:
+        p = self.dir / "pki"
+        return [
+            str(find_binary("kube-apiserver")),
+            f"--etcd-servers=https://127.0.0.1:{self.etcd_port}",
+            f"--etcd-cafile={p / 'etcd-ca.crt'}",
+            f"--etcd-certfile={p / 'apiserver-etcd-client.crt'}",
+            f"--etcd-keyfile={p / 'apiserver-etcd-client.key'}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            f"--secure-port={self.apiserver_port}",
+            f"--tls-cert-file={p / 'apiserver.crt'}",
+            f"--tls-private-key-file={p / 'apiserver.key'}",
+            f"--client-ca-file={p / 'ca.crt'}",
+            f"--kubelet-client-certificate={p / 'apiserver-kubelet-client.crt'}",
+            f"--kubelet-client-key={p / 'apiserver-kubelet-client.key'}",
+            f"--requestheader-client-ca-file={p / 'front-proxy-ca.crt'}",
+            "--requestheader-allowed-names=front-proxy-client",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={p / 'front-proxy-client.crt'}",
+            f"--proxy-client-key-file={p / 'front-proxy-client.key'}",
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction",
+            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+            f"--service-account-key-file={p / 'sa.pub'}",
+            f"--service-account-signing-key-file={p / 'sa.key'}",
+            f"--service-cluster-ip-range={SERVICE_CIDR}",
+            "--allow-privileged=true",
+            "--profiling=false",
+            "--v=1",
+            *self.extra_apiserver_args,
+        ]
+
+    def _controller_manager_args(self) -> list[str]:
+        p = self.dir / "pki"
+        kubeconfig = self.write_kubeconfig(
+            "controller-manager.kubeconfig",
+            self.kubeconfig_for(self.pki.leaves[certs.CONTROLLER_MANAGER], "system:kube-controller-manager"),
+        )
+        return [
+            str(find_binary("kube-controller-manager")),
+            f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            "--bind-address=127.0.0.1",
+            f"--secure-port={free_port()}",
+            f"--service-account-private-key-file={p / 'sa.key'}",
+            f"--root-ca-file={p / 'ca.crt'}",
+            "--use-service-account-credentials=true",
+            "--leader-elect=false",
+            "--controllers=*,-csrsigning",
+            "--profiling=false",
+            "--v=1",
+        ]
+
+    def start(self) -> LocalControlPlane:
+        try:
+            self._write_pki()
+            self.write_kubeconfig(self.kubeconfig_path.name, self.kubeconfig)
+            etcd = self._spawn("etcd", self._etcd_args())
+            self._wait_ready(etcd, f"https://127.0.0.1:{self.etcd_port}/health", etcd_client=True)
+            apiserver = self._spawn("kube-apiserver", self._apiserver_args())
+            self._wait_ready(apiserver, f"{self.server}/readyz")
+            if self.with_controller_manager:
+                self._spawn("kube-controller-manager", self._controller_manager_args())
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _ssl_context(self, *, etcd_client: bool) -> ssl.SSLContext:
+        p = self.dir / "pki"
+        if etcd_client:
+            context = ssl.create_default_context(cafile=str(p / "etcd-ca.crt"))
+            context.load_cert_chain(str(p / "apiserver-etcd-client.crt"), str(p / "apiserver-etcd-client.key"))
+        else:
+            context = ssl.create_default_context(cafile=str(p / "ca.crt"))
+            cert = self._write("pki/superuser.crt", self.superuser.cert_pem)
+            key = self._write("pki/superuser.key", self.superuser.key_pem)
+            context.load_cert_chain(str(cert), str(key))
+        return context
+
+    def _wait_ready(self, process: ManagedProcess, url: str, *, etcd_client: bool = False) -> None:
+        context = self._ssl_context(etcd_client=etcd_client)
+        deadline = time.monotonic() + START_TIMEOUT
+        last_error = ""
+        while time.monotonic() < deadline:
+            if not process.running():
+                raise ControlPlaneStartError(
+                    f"{process.name} exited with code {process.exit_code()} while starting:\n{process.log_tail()}"
+                )
+            try:
+                with urllib.request.urlopen(url, context=context, timeout=5) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError) as error:
+                last_error = str(error)
+            time.sleep(0.25)
+        raise ControlPlaneStartError(
+            f"{process.name} not ready at {url} after {START_TIMEOUT:.0f}s ({last_error}):\n{process.log_tail()}"
+        )
+
+    def restart_apiserver(self) -> None:
+        """Stop and start the API server on the same port and data (e.g. to test reconnection)."""
+        apiserver = next(p for p in self.processes if p.name == "kube-apiserver")
+        apiserver.stop()
+        apiserver.start()
+        self._wait_ready(apiserver, f"{self.server}/readyz")
+
+    def stop(self) -> None:
+        for process in reversed(self.processes):
+            process.stop()
+
+    def cleanup(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def logs(self) -> dict[str, str]:
+        return {p.name: p.log_tail() for p in self.processes}
+
+    def __enter__(self) -> LocalControlPlane:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.cleanup()
