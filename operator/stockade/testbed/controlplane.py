@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from stockade import certificates as certs
+from stockade import components
 from stockade import pki
 from stockade.kubeconfig import build_kubeconfig
 from stockade.testbed.binaries import find_binary
@@ -50,12 +51,14 @@ class LocalControlPlane:
         controller_manager: bool = False,
         control_plane_pki: certs.ControlPlanePKI | None = None,
         extra_apiserver_args: list[str] | None = None,
+        allow_privileged: bool = False,
         root: Path | None = None,
     ):
         self.name = name
         self.owner = owner or uuid.uuid4().hex
         self.with_controller_manager = controller_manager
         self.extra_apiserver_args = extra_apiserver_args or []
+        self.allow_privileged = allow_privileged
         self.dir = Path(tempfile.mkdtemp(prefix=f"stockade-{name}-", dir=root))
         self.pki = control_plane_pki or certs.create_control_plane_pki(
             certs.ServingNames(
@@ -130,85 +133,46 @@ class LocalControlPlane:
         return process
 
     def _etcd_args(self) -> list[str]:
-        p = self.dir / "pki"
         client_url = f"https://127.0.0.1:{self.etcd_port}"
         peer_url = f"https://127.0.0.1:{self.etcd_peer_port}"
-        return [
-            str(find_binary("etcd")),
-            "--name=default",
-            f"--data-dir={self.dir / 'etcd'}",
-            f"--listen-client-urls={client_url}",
-            f"--advertise-client-urls={client_url}",
-            f"--listen-peer-urls={peer_url}",
-            f"--initial-advertise-peer-urls={peer_url}",
-            f"--initial-cluster=default={peer_url}",
-            f"--cert-file={p / 'etcd-server.crt'}",
-            f"--key-file={p / 'etcd-server.key'}",
-            f"--trusted-ca-file={p / 'etcd-ca.crt'}",
-            "--client-cert-auth",
-            f"--peer-cert-file={p / 'etcd-peer.crt'}",
-            f"--peer-key-file={p / 'etcd-peer.key'}",
-            f"--peer-trusted-ca-file={p / 'etcd-ca.crt'}",
-            "--peer-client-cert-auth",
-            "--log-level=warn",
-        ]
+        flags = components.EtcdFlags(
+            pki_dir=str(self.dir / "pki"),
+            data_dir=str(self.dir / "etcd"),
+            name="default",
+            client_urls=(client_url, client_url),
+            peer_urls=(peer_url, peer_url),
+            initial_cluster=f"default={peer_url}",
+        )
+        return [str(find_binary("etcd")), *components.etcd_args(flags)]
 
     def _apiserver_args(self) -> list[str]:
-        p = self.dir / "pki"
-        return [
-            str(find_binary("kube-apiserver")),
-            f"--etcd-servers=https://127.0.0.1:{self.etcd_port}",
-            f"--etcd-cafile={p / 'etcd-ca.crt'}",
-            f"--etcd-certfile={p / 'apiserver-etcd-client.crt'}",
-            f"--etcd-keyfile={p / 'apiserver-etcd-client.key'}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
-            f"--secure-port={self.apiserver_port}",
-            f"--tls-cert-file={p / 'apiserver.crt'}",
-            f"--tls-private-key-file={p / 'apiserver.key'}",
-            f"--client-ca-file={p / 'ca.crt'}",
-            f"--kubelet-client-certificate={p / 'apiserver-kubelet-client.crt'}",
-            f"--kubelet-client-key={p / 'apiserver-kubelet-client.key'}",
-            f"--requestheader-client-ca-file={p / 'front-proxy-ca.crt'}",
-            "--requestheader-allowed-names=front-proxy-client",
-            "--requestheader-username-headers=X-Remote-User",
-            "--requestheader-group-headers=X-Remote-Group",
-            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
-            f"--proxy-client-cert-file={p / 'front-proxy-client.crt'}",
-            f"--proxy-client-key-file={p / 'front-proxy-client.key'}",
-            "--authorization-mode=Node,RBAC",
-            "--enable-admission-plugins=NodeRestriction",
-            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            f"--service-account-key-file={p / 'sa.pub'}",
-            f"--service-account-signing-key-file={p / 'sa.key'}",
-            f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--allow-privileged=true",
-            "--profiling=false",
-            "--v=1",
-            *self.extra_apiserver_args,
-        ]
+        auth_config = self._write("authentication.yaml", yaml.safe_dump(components.authentication_config()).encode())
+        flags = components.ApiServerFlags(
+            pki_dir=str(self.dir / "pki"),
+            etcd_servers=(f"https://127.0.0.1:{self.etcd_port}",),
+            secure_port=self.apiserver_port,
+            service_cidr=SERVICE_CIDR,
+            authentication_config_file=str(auth_config),
+            bind_address="127.0.0.1",
+            advertise_address="127.0.0.1",
+            allow_privileged=self.allow_privileged,
+            extra=tuple(self.extra_apiserver_args),
+        )
+        return [str(find_binary("kube-apiserver")), *components.apiserver_args(flags)]
 
     def _controller_manager_args(self) -> list[str]:
-        p = self.dir / "pki"
         kubeconfig = self.write_kubeconfig(
             "controller-manager.kubeconfig",
             self.kubeconfig_for(self.pki.leaves[certs.CONTROLLER_MANAGER], "system:kube-controller-manager"),
         )
-        return [
-            str(find_binary("kube-controller-manager")),
-            f"--kubeconfig={kubeconfig}",
-            f"--authentication-kubeconfig={kubeconfig}",
-            f"--authorization-kubeconfig={kubeconfig}",
-            "--bind-address=127.0.0.1",
-            f"--secure-port={free_port()}",
-            f"--service-account-private-key-file={p / 'sa.key'}",
-            f"--root-ca-file={p / 'ca.crt'}",
-            "--use-service-account-credentials=true",
-            "--leader-elect=false",
-            "--controllers=*,-csrsigning",
-            "--profiling=false",
-            "--v=1",
-        ]
+        args = components.controller_manager_args(
+            kubeconfig=str(kubeconfig),
+            pki_dir=str(self.dir / "pki"),
+            secure_port=free_port(),
+            leader_elect=False,
+            bind_address="127.0.0.1",
+        )
+        return [str(find_binary("kube-controller-manager")), *args]
 
     def start(self) -> LocalControlPlane:
         try:
