@@ -10,7 +10,9 @@ import datetime
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 from stockade import pki
 
@@ -140,3 +142,86 @@ def issue_bootstrap_client(
         common_name=BOOTSTRAP_USER, organizations=(MASTERS_GROUP,), client=True, validity=validity
     )
     return pki.issue_certificate(cluster_ca, request)
+
+
+# -- renewal and rotation -----------------------------------------------------------------------
+
+
+def _names_of(certificate: x509.Certificate) -> tuple[set[str], set[str]]:
+    try:
+        san = certificate.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return set(), set()
+    return set(san.get_values_for_type(x509.DNSName)), {str(ip) for ip in san.get_values_for_type(x509.IPAddress)}
+
+
+def leaf_problem(
+    leaf: pki.CertKey, ca: pki.CertKey, request: pki.CertificateRequest, now: datetime.datetime
+) -> str | None:
+    """Why `leaf` must be re-issued, or None if it is still good."""
+    if not pki.is_signed_by(leaf.certificate, ca.certificate):
+        return "not signed by the current CA"
+    if pki.needs_renewal(leaf.certificate, now):
+        return f"expires {leaf.not_after:%Y-%m-%d}, renewal due"
+    if _names_of(leaf.certificate) != (set(request.dns_names), set(request.ip_addresses)):
+        return "its DNS names or IP addresses changed"
+    subject = leaf.certificate.subject
+    common_names = [a.value for a in subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    organizations = [a.value for a in subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
+    if common_names != [request.common_name] or organizations != list(request.organizations):
+        return "its subject changed"
+    return None
+
+
+@dataclass(frozen=True)
+class PKIPlan:
+    bundle: ControlPlanePKI
+    reissued: dict[str, str]  # name -> why
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.reissued)
+
+
+def plan_pki(
+    existing_cas: Mapping[str, pki.CertKey],
+    existing_leaves: Mapping[str, pki.CertKey],
+    service_account_key: ec.EllipticCurvePrivateKey | None,
+    names: ServingNames,
+    *,
+    rotate_ca: bool = False,
+    rotate_leaves: bool = False,
+    validity: datetime.timedelta = pki.LEAF_VALIDITY,
+    now: datetime.datetime | None = None,
+) -> PKIPlan:
+    """The certificate set a control plane should have now, given what it has.
+
+    Missing CAs are created; a CA rotation re-issues every leaf (so every kubeconfig gets the new
+    CA); leaves that are missing, due for renewal, signed by another CA or issued for other names
+    are re-issued. The service-account key survives a CA rotation, so tokens stay valid.
+    """
+    now = now or pki.utcnow()
+    reissued: dict[str, str] = {}
+    cas = dict(existing_cas)
+    for name in CA_NAMES:
+        if rotate_ca or name not in cas or pki.needs_renewal(cas[name].certificate, now):
+            reissued[name] = "CA rotation requested" if rotate_ca and name in cas else "created"
+            cas[name] = pki.create_ca(f"stockade-{name}", now=now)
+    leaves: dict[str, pki.CertKey] = {}
+    for name, (ca_name, request) in leaf_requests(names, validity).items():
+        current = existing_leaves.get(name)
+        if current is None:
+            why: str | None = "created"
+        elif rotate_leaves:
+            why = "rotation requested"
+        else:
+            why = leaf_problem(current, cas[ca_name], request, now)
+        if why is None and current is not None:
+            leaves[name] = current
+        else:
+            leaves[name] = pki.issue_certificate(cas[ca_name], request, now=now)
+            reissued[name] = why or "created"
+    if service_account_key is None:
+        service_account_key = pki.new_private_key()
+        reissued["sa"] = "created"
+    return PKIPlan(ControlPlanePKI(cas=cas, leaves=leaves, service_account_key=service_account_key, names=names), reissued)

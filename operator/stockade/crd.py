@@ -58,8 +58,6 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
         options = [option for option in node["anyOf"] if option.get("type") != "null"]
         if len(options) == 1:
             rest = {k: v for k, v in node.items() if k != "anyOf"}
-            if rest.get("default", 0) is None:
-                del rest["default"]
             return _structural({**options[0], **rest}, defs)
     if "const" in node:  # Literal[x] with one value
         node = {**{k: v for k, v in node.items() if k != "const"}, "enum": [node["const"]]}
@@ -71,6 +69,8 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
             out[key] = _structural(value, defs)
         elif key in _KEPT and key != "additionalProperties":  # `false` is not structural: the server prunes
             out[key] = value
+    if "default" in out and out["default"] is None:  # "no default", not a null default
+        del out["default"]
     if "enum" in out and "type" not in out:
         out["type"] = "integer" if all(isinstance(v, int) for v in out["enum"]) else "string"
     return out

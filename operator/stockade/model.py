@@ -47,7 +47,8 @@ def _quantity(value: Any) -> str:
 def _quantity_schema() -> dict[str, Any]:
     return {
         "x-kubernetes-int-or-string": True,
-        "anyOf": [{"type": "integer"}, {"type": "string", "pattern": QUANTITY_PATTERN}],
+        "anyOf": [{"type": "integer"}, {"type": "string"}],
+        "pattern": QUANTITY_PATTERN,
     }
 
 
@@ -357,6 +358,13 @@ class TenantNamespaces(Model):
     workloads: str
 
 
+class RotationStatus(Model):
+    """The last handled values of the rotation annotations (see README, "Certificates")."""
+
+    certificates: str | None = None
+    ca: str | None = None
+
+
 class TenantStatus(Model):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
 
@@ -367,7 +375,12 @@ class TenantStatus(Model):
     kubeconfig_secret_ref: SecretReference | None = None
     namespaces: TenantNamespaces | None = None
     certificates_not_after: str | None = None
+    rotation: RotationStatus | None = None
     conditions: list[Condition] = Field(default_factory=list)
+    kopf: Annotated[
+        dict[str, Any] | None,
+        WithJsonSchema({"type": "object", "x-kubernetes-preserve-unknown-fields": True}),
+    ] = Field(None, description="Handler progress of the kopf framework.")
 
 
 def tenant_name_problem(name: str) -> str | None:

@@ -16,7 +16,9 @@ MANAGED_BY = "stockade"
 # Marks a workloads namespace; the admission policy in manifests/ selects on it.
 LABEL_WORKLOADS = "stockade.dev/workloads"
 ANNOTATION_RUNTIME_CLASS = "stockade.dev/runtime-class"
+# Set to a new value (e.g. a date) to re-issue leaf certificates, or the CAs and everything.
 ANNOTATION_ROTATE = "stockade.dev/rotate-certificates"
+ANNOTATION_ROTATE_CA = "stockade.dev/rotate-ca"
 FINALIZER = "stockade.dev/cleanup"
 FIELD_MANAGER = "stockade-operator"
 OPERATOR_NAMESPACE = "stockade-system"

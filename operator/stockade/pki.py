@@ -54,10 +54,14 @@ class CertKey:
 
     @classmethod
     def from_pem(cls, cert_pem: bytes, key_pem: bytes) -> CertKey:
-        key = serialization.load_pem_private_key(key_pem, password=None)
-        if not isinstance(key, ec.EllipticCurvePrivateKey):
-            raise ValueError("only ECDSA private keys are supported")
-        return cls(x509.load_pem_x509_certificate(cert_pem), key)
+        return cls(x509.load_pem_x509_certificate(cert_pem), load_private_key(key_pem))
+
+
+def load_private_key(key_pem: bytes) -> ec.EllipticCurvePrivateKey:
+    key = serialization.load_pem_private_key(key_pem, password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        raise ValueError("only ECDSA private keys are supported")
+    return key
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,103 @@
+"""A super cluster with Stockade's manifests installed, and the operator running against it as
+its own least-privileged ServiceAccount (so the ClusterRole in manifests/ is what is tested)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from stockade.kubeconfig import build_kubeconfig
+from stockade.testbed import LocalControlPlane, ManagedProcess, find_binary
+from stockade.testbed.operator_process import operator_process
+from stockade.testbed.pytest_plugin import SESSION_OWNER
+
+REPO = Path(__file__).resolve().parents[2]
+RESYNC_SECONDS = 3
+
+
+def kubectl(plane: LocalControlPlane, *args: str, stdin: str | None = None) -> str:
+    result = subprocess.run(
+        [str(find_binary("kubectl")), "--kubeconfig", str(plane.kubeconfig_path), *args],
+        input=stdin, capture_output=True, text=True, timeout=120,
+    )
+    if result.returncode != 0:
+        raise AssertionError(f"kubectl {' '.join(args)} failed:\n{result.stderr}")
+    return result.stdout
+
+
+def eventually(check: Callable[[], Any], timeout: float = 60.0, interval: float = 0.5, what: str = "") -> Any:
+    """Retry `check` until it returns a truthy value; fail with its last result or error."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except (ApiException, KeyError, IndexError, AssertionError) as error:
+            last = error
+        time.sleep(interval)
+    raise AssertionError(f"{what or 'condition'} not met within {timeout}s; last result: {last!r}")
+
+
+@pytest.fixture(scope="module")
+def super_cluster(control_plane_factory: Callable[..., LocalControlPlane]) -> LocalControlPlane:
+    plane = control_plane_factory("super", controller_manager=True)
+    kubectl(plane, "apply", "--server-side", "-k", str(REPO / "manifests"))
+    return plane
+
+
+@pytest.fixture(scope="module")
+def super_client(super_cluster: LocalControlPlane) -> client.ApiClient:
+    return config.new_client_from_config_dict(super_cluster.kubeconfig)
+
+
+def service_account_kubeconfig(plane: LocalControlPlane, api: client.ApiClient, namespace: str, name: str) -> Path:
+    token = client.CoreV1Api(api).create_namespaced_service_account_token(
+        name, namespace, {"spec": {"expirationSeconds": 7200}}
+    ).status.token
+    kubeconfig = build_kubeconfig(cluster="super", server=plane.server, ca_pem=plane.ca_pem, user=name, token=token)
+    return plane.write_kubeconfig(f"{name}.kubeconfig", kubeconfig)
+
+
+class RunningOperator:
+    """The operator process; restart() kills it (SIGKILL) and starts a fresh one."""
+
+    def __init__(self, plane: LocalControlPlane, kubeconfig: Path):
+        self.plane = plane
+        self.kubeconfig = kubeconfig
+        self.process: ManagedProcess = self._new()
+
+    def _new(self) -> ManagedProcess:
+        process = operator_process(
+            self.kubeconfig, self.plane.dir / "operator.log", SESSION_OWNER, resync_seconds=RESYNC_SECONDS
+        )
+        self.plane.processes.append(process)  # stopped with the plane; log shown on failure
+        process.start()
+        return process
+
+    def kill(self) -> None:
+        self.process.stop(grace=0)
+
+    def restart(self) -> None:
+        self.kill()
+        self.plane.processes.remove(self.process)
+        self.process = self._new()
+
+    def log(self) -> str:
+        return self.process.log_tail(400)
+
+
+@pytest.fixture(scope="module")
+def stockade_operator(super_cluster: LocalControlPlane, super_client: client.ApiClient) -> Iterator[RunningOperator]:
+    kubeconfig = service_account_kubeconfig(super_cluster, super_client, "stockade-system", "stockade-operator")
+    running = RunningOperator(super_cluster, kubeconfig)
+    yield running
+    running.kill()
