@@ -41,6 +41,8 @@ def reconciler() -> TenantReconciler:
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.persistence.finalizer = naming.FINALIZER
+    # Tenants are the only resource: no need to scan CRDs (and no RBAC to read them).
+    settings.scanning.disabled = True
     settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
     settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(
         field="status.kopf.lastHandledConfiguration"
@@ -68,7 +70,7 @@ def _events(body: kopf.Body) -> Any:
 
 
 async def _reconcile(body: kopf.Body) -> None:
-    await reconciler().reconcile(body, _events(body))
+    await reconciler().reconcile(body["metadata"]["name"], _events(body))
 
 
 @kopf.on.create(GROUP, VERSION, PLURAL)

@@ -36,6 +36,9 @@ from stockade.model import (
 
 log = logging.getLogger("stockade.reconciler")
 
+# Kinds whose objects exist only for some specs; others exist for every tenant.
+PRUNABLE_KINDS = (("networking.k8s.io/v1", "NetworkPolicy"), ("policy/v1", "PodDisruptionBudget"))
+
 # Posts an Event on the Tenant: (type "Normal"/"Warning", reason, message).
 EventSink = Callable[[str, str, str], Awaitable[None]]
 
@@ -85,9 +88,13 @@ class TenantReconciler:
 
     # -- the pass ------------------------------------------------------------------------------
 
-    async def reconcile(self, body: Mapping[str, Any], events: EventSink) -> TenantStatus:
-        name = body["metadata"]["name"]
+    async def reconcile(self, name: str, events: EventSink) -> TenantStatus | None:
+        """One pass for the Tenant `name`, on its current state read fresh from the API server:
+        a timer or a queued handler never acts on a stale copy. None if it no longer exists."""
         async with self.lock(name):
+            body = await self.kube.get_or_none("stockade.dev/v1alpha1", "Tenant", name)
+            if body is None:
+                return None
             return await self._reconcile(body, events)
 
     async def _reconcile(self, body: Mapping[str, Any], events: EventSink) -> TenantStatus:
@@ -129,8 +136,10 @@ class TenantReconciler:
         observed.checks.append(pki_check)
         checksum = render.checksum(render.pki_secrets(inp, bundle))
         inp = render.TenantInput(**{**inp.__dict__, "pki_checksum": checksum})
-        for obj in render.render_tenant(inp):
+        desired = render.render_tenant(inp)
+        for obj in desired:
             await self.kube.apply(obj)
+        await self._prune(name, desired)
 
         observed.endpoint = Endpoint(internal=naming.apiserver_url(name), external=external)
         observed.certificates_not_after = st.timestamp(bundle.earliest_expiry())
@@ -142,6 +151,19 @@ class TenantReconciler:
         if refusal:
             observed.checks.append(st.Check("VersionAccepted", False, "UpgradeRefused", refusal))
         return await self._write_status(body, previous, spec, observed, events)
+
+    async def _prune(self, name: str, desired: list[dict[str, Any]]) -> None:
+        """Delete the tenant's objects of the kinds that come and go with the spec (e.g. the
+        internet-egress NetworkPolicy) when the spec no longer asks for them."""
+        wanted = {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) for o in desired}
+        selector = f"{naming.LABEL_TENANT}={name},{naming.LABEL_MANAGED_BY}={naming.MANAGED_BY}"
+        for api_version, kind in PRUNABLE_KINDS:
+            for namespace in (naming.control_plane_namespace(name), naming.workloads_namespace(name)):
+                for obj in await self.kube.list(api_version, kind, namespace, label_selector=selector):
+                    meta = obj["metadata"]
+                    if (kind, namespace, meta["name"]) not in wanted:
+                        log.info("tenant %s: deleting %s %s/%s, no longer wanted", name, kind, namespace, meta["name"])
+                        await self.kube.delete(api_version, kind, meta["name"], namespace, uid=meta["uid"])
 
     # -- versions --------------------------------------------------------------------------------
 

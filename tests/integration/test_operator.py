@@ -3,8 +3,7 @@ plane's pods are created but never run, so Ready stays False with reason Startin
 
 from __future__ import annotations
 
-import base64
-from pathlib import Path
+import time
 from typing import Any
 
 import pytest
@@ -13,38 +12,327 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from stockade import naming
-from tests.integration.conftest import REPO, RunningOperator, eventually, kubectl
+from tests.integration.conftest import REPO, RunningOperator, eventually
 
 pytestmark = pytest.mark.integration
 GROUP, VERSION, PLURAL = "stockade.dev", "v1alpha1", "tenants"
+CONTROL_PLANE_DEPLOYMENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
 
 
-def tenant(api: client.ApiClient, name: str) -> dict[str, Any]:
-    return client.CustomObjectsApi(api).get_cluster_custom_object(GROUP, VERSION, PLURAL, name)
+def custom(api: client.ApiClient) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(api)
+
+
+def get_tenant(api: client.ApiClient, name: str) -> dict[str, Any]:
+    return custom(api).get_cluster_custom_object(GROUP, VERSION, PLURAL, name)
+
+
+def create_tenant(api: client.ApiClient, body: dict[str, Any]) -> dict[str, Any]:
+    return custom(api).create_cluster_custom_object(GROUP, VERSION, PLURAL, body)
+
+
+def patch_tenant(api: client.ApiClient, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+    return custom(api).patch_cluster_custom_object(GROUP, VERSION, PLURAL, name, patch)
 
 
 def condition(obj: dict[str, Any], ctype: str) -> dict[str, Any] | None:
     return next((c for c in obj.get("status", {}).get("conditions", []) if c["type"] == ctype), None)
 
 
-def wait_provisioned(api: client.ApiClient, name: str, timeout: float = 90) -> dict[str, Any]:
+def wait_observed(api: client.ApiClient, name: str, timeout: float = 90) -> dict[str, Any]:
+    """Wait until the operator has handled the Tenant's current generation."""
+
     def check() -> dict[str, Any] | None:
-        obj = tenant(api, name)
+        obj = get_tenant(api, name)
         cert = condition(obj, "CertificatesReady")
-        cp = condition(obj, "ControlPlaneReady")
-        if cert and cert["status"] == "True" and cp and obj["status"].get("observedGeneration") == obj["metadata"]["generation"]:
+        status = obj.get("status", {})
+        if cert and cert["status"] == "True" and status.get("observedGeneration") == obj["metadata"]["generation"]:
             return obj
         return None
 
-    return eventually(check, timeout, what=f"tenant {name} provisioned")
+    return eventually(check, timeout, what=f"tenant {name} observed")
+
+
+def tenant_body(name: str, spec: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Tenant", "metadata": {"name": name}, "spec": spec or {}}
 
 
 def load_example(name: str) -> dict[str, Any]:
     return yaml.safe_load((REPO / "examples" / name).read_text())
 
 
-def test_minimal_tenant_provisions(super_client: client.ApiClient, stockade_operator: RunningOperator) -> None:
-    client.CustomObjectsApi(super_client).create_cluster_custom_object(GROUP, VERSION, PLURAL, load_example("minimal.yaml"))
-    obj = wait_provisioned(super_client, "team-a")
-    print(yaml.safe_dump(obj["status"]))
+def gone(check: Any) -> bool:
+    try:
+        check()
+    except ApiException as error:
+        return error.status == 404
+    return False
+
+
+def assert_hardened_pod(template: dict[str, Any], runtime_class: str) -> None:
+    spec = template["spec"]
+    assert spec["runtime_class_name"] == runtime_class
+    assert spec["automount_service_account_token"] is False
+    assert spec["priority_class_name"] == "stockade-control-plane"
+    security = spec["security_context"]
+    assert security["run_as_non_root"] is True and security["run_as_user"] != 0
+    assert security["seccomp_profile"]["type"] == "RuntimeDefault"
+    assert template["metadata"]["annotations"]["stockade.dev/pki-checksum"]
+    for container in spec["containers"]:
+        sc = container["security_context"]
+        assert sc["allow_privilege_escalation"] is False
+        assert sc["read_only_root_filesystem"] is True
+        assert sc["capabilities"]["drop"] == ["ALL"]
+        assert container["resources"]["requests"] and container["resources"]["limits"]
+        assert container["liveness_probe"] and container["readiness_probe"]
+    for volume in spec["volumes"]:
+        for source in (volume.get("projected") or {}).get("sources") or []:
+            for item in source["secret"]["items"]:
+                # A CA's private key is never mounted into a pod.
+                assert not (source["secret"]["name"].endswith("ca") and item["key"] == "tls.key")
+
+
+def test_examples_create_every_object_with_the_security_settings(
+    super_client: client.ApiClient, stockade_operator: RunningOperator
+) -> None:
+    for example in ("minimal.yaml", "production.yaml"):
+        create_tenant(super_client, load_example(example))
+    minimal, production = wait_observed(super_client, "team-a"), wait_observed(super_client, "payments")
+    apps, core = client.AppsV1Api(super_client), client.CoreV1Api(super_client)
+    networking, policy = client.NetworkingV1Api(super_client), client.PolicyV1Api(super_client)
+
+    for obj, replicas in ((minimal, 1), (production, 3)):
+        name = obj["metadata"]["name"]
+        cp, wl = naming.control_plane_namespace(name), naming.workloads_namespace(name)
+        assert obj["status"]["phase"] == "Provisioning"
+        assert obj["status"]["namespaces"] == {"controlPlane": cp, "workloads": wl}
+        assert condition(obj, "IsolationReady")["status"] == "True"
+        assert condition(obj, "ControlPlaneReady")["reason"] == "Starting"
+        ready = condition(obj, "Ready")
+        assert ready["status"] == "False" and ready["observedGeneration"] == obj["metadata"]["generation"]
+
+        cp_ns, wl_ns = core.read_namespace(cp), core.read_namespace(wl)
+        assert cp_ns.metadata.labels["pod-security.kubernetes.io/enforce"] == "restricted"
+        assert wl_ns.metadata.labels["pod-security.kubernetes.io/enforce"] == "restricted"
+        assert wl_ns.metadata.labels["stockade.dev/workloads"] == "true"
+        assert wl_ns.metadata.owner_references[0].uid == obj["metadata"]["uid"]
+
+        etcd = apps.read_namespaced_stateful_set("etcd", cp).to_dict()
+        assert etcd["spec"]["replicas"] == replicas
+        assert_hardened_pod(etcd["spec"]["template"], "kata")
+        for deployment in CONTROL_PLANE_DEPLOYMENTS:
+            d = apps.read_namespaced_deployment(deployment, cp).to_dict()
+            assert d["spec"]["replicas"] == replicas
+            assert d["metadata"]["labels"]["stockade.dev/tenant"] == name
+            assert_hardened_pod(d["spec"]["template"], "kata")
+
+        policies = {p.metadata.name: p for p in networking.list_namespaced_network_policy(cp).items}
+        assert {"default-deny", "etcd", "kube-apiserver", "controllers"} <= set(policies)
+        assert policies["default-deny"].spec.pod_selector.match_labels is None
+        assert set(policies["default-deny"].spec.policy_types) == {"Ingress", "Egress"}
+        etcd_from = policies["etcd"].spec.ingress[0]._from[0].pod_selector.match_labels
+        assert etcd_from == {"stockade.dev/component": "kube-apiserver"}
+        wl_policies = {p.metadata.name for p in networking.list_namespaced_network_policy(wl).items}
+        assert {"default-deny", "same-tenant"} <= wl_policies
+
+        pdbs = {p.metadata.name for p in policy.list_namespaced_pod_disruption_budget(cp).items}
+        assert pdbs == (set() if replicas == 1 else {"etcd", *CONTROL_PLANE_DEPLOYMENTS})
+        secrets = {s.metadata.name for s in core.list_namespaced_secret(cp).items}
+        assert {"pki-ca", "pki-etcd-ca", "pki-front-proxy-ca", "pki-apiserver", "pki-sa", "admin-kubeconfig",
+                "controller-manager-kubeconfig", "scheduler-kubeconfig", "syncer-kubeconfig"} <= secrets
+
+    quota = core.read_namespaced_resource_quota("tenant-quota", "stockade-payments-workloads").spec.hard
+    assert quota["requests.cpu"] == "32" and quota["requests.nvidia.com/gpu"] == "4"
+    assert quota["services.nodeports"] == "0"
+    internet = networking.read_namespaced_network_policy("internet-egress", "stockade-payments-workloads")
+    assert "169.254.0.0/16" in internet.spec.egress[0].to[0].ip_block._except
+    assert core.read_namespaced_service("kube-apiserver", "stockade-payments-control-plane").spec.type == "LoadBalancer"
+    limits = core.read_namespaced_limit_range("container-defaults", "stockade-team-a-workloads").spec.limits[0]
+    assert limits.default == {"cpu": "1", "memory": "512Mi"}
+    assert limits.default_request == {"cpu": "100m", "memory": "128Mi"}
+    # The operator never writes the spec: what the API server stored (with schema defaults) stays.
+    assert production["spec"] == get_tenant(super_client, "payments")["spec"]
+
+
+def test_transitions_post_events(super_client: client.ApiClient, stockade_operator: RunningOperator) -> None:
+    create_tenant(super_client, tenant_body("evented"))
+    uid = wait_observed(super_client, "evented")["metadata"]["uid"]
+
+    def reasons() -> set[str]:
+        events = client.CoreV1Api(super_client).list_namespaced_event(
+            "default", field_selector=f"involvedObject.uid={uid}").items
+        return {e.reason for e in events}
+
+    eventually(lambda: {"Issued", "Enforced", "Starting"} <= reasons(), 30, what="events")
+
+
+def test_spec_changes_update_the_objects(super_client: client.ApiClient, stockade_operator: RunningOperator) -> None:
+    create_tenant(super_client, tenant_body("changing", {"workloads": {"egress": {"internet": True}}}))
+    wait_observed(super_client, "changing")
+    wl, cp = naming.workloads_namespace("changing"), naming.control_plane_namespace("changing")
+    networking, core, apps = (client.NetworkingV1Api(super_client), client.CoreV1Api(super_client),
+                              client.AppsV1Api(super_client))
+    assert networking.read_namespaced_network_policy("internet-egress", wl)
+
+    patch_tenant(super_client, "changing", {"spec": {
+        "workloads": {"quota": {"cpu": "3"}, "podSecurity": "baseline", "egress": {"internet": False}},
+        "controlPlane": {"resources": {"apiServer": {"limits": {"memory": "3Gi"}}}},
+    }})
+    wait_observed(super_client, "changing")
+    assert core.read_namespaced_resource_quota("tenant-quota", wl).spec.hard["requests.cpu"] == "3"
+    assert core.read_namespace(wl).metadata.labels["pod-security.kubernetes.io/enforce"] == "baseline"
+    assert gone(lambda: networking.read_namespaced_network_policy("internet-egress", wl))
+    container = apps.read_namespaced_deployment("kube-apiserver", cp).spec.template.spec.containers[0]
+    assert container.resources.limits["memory"] == "3Gi"
+
+    patch_tenant(super_client, "changing", {"spec": {"suspended": True}})
+    obj = wait_observed(super_client, "changing")
+    assert obj["status"]["phase"] == "Suspended"
+    assert condition(obj, "Ready")["reason"] == "Suspended"
+    assert apps.read_namespaced_stateful_set("etcd", cp).spec.replicas == 0
+    assert all(apps.read_namespaced_deployment(d, cp).spec.replicas == 0 for d in CONTROL_PLANE_DEPLOYMENTS)
+    assert core.read_namespaced_secret("pki-ca", cp)  # data is kept
+
+    patch_tenant(super_client, "changing", {"spec": {"suspended": False}})
+    obj = wait_observed(super_client, "changing")
     assert obj["status"]["phase"] == "Provisioning"
+    assert apps.read_namespaced_stateful_set("etcd", cp).spec.replicas == 1
+
+
+def resource_versions(api: client.ApiClient, name: str) -> dict[str, str]:
+    core, apps, networking = client.CoreV1Api(api), client.AppsV1Api(api), client.NetworkingV1Api(api)
+    versions = {"tenant": get_tenant(api, name)["metadata"]["resourceVersion"]}
+    for ns in (naming.control_plane_namespace(name), naming.workloads_namespace(name)):
+        versions[f"ns/{ns}"] = core.read_namespace(ns).metadata.resource_version
+        for listing in (core.list_namespaced_secret, core.list_namespaced_service, core.list_namespaced_config_map,
+                        apps.list_namespaced_deployment, apps.list_namespaced_stateful_set,
+                        networking.list_namespaced_network_policy, core.list_namespaced_resource_quota,
+                        core.list_namespaced_limit_range):
+            for item in listing(ns).items:
+                versions[f"{type(item).__name__}/{ns}/{item.metadata.name}"] = item.metadata.resource_version
+    return versions
+
+
+def test_unchanged_tenant_causes_no_writes(super_client: client.ApiClient, stockade_operator: RunningOperator) -> None:
+    create_tenant(super_client, tenant_body("quiet"))
+    wait_observed(super_client, "quiet")
+    time.sleep(4)  # let the first passes settle (e.g. events)
+    before = resource_versions(super_client, "quiet")
+    time.sleep(3 * 3 + 2)  # three resync intervals of the test operator
+    after = resource_versions(super_client, "quiet")
+    changed = {k for k in before if before[k] != after.get(k)}
+    assert not changed, f"objects written although nothing changed: {sorted(changed)}"
+    assert "resync" in stockade_operator.log() or "Timer" in stockade_operator.log() or len(before) > 20
+
+
+def test_deletion_removes_everything(super_client: client.ApiClient, stockade_operator: RunningOperator) -> None:
+    create_tenant(super_client, tenant_body("doomed"))
+    wait_observed(super_client, "doomed")
+    custom(super_client).delete_cluster_custom_object(GROUP, VERSION, PLURAL, "doomed")
+    core = client.CoreV1Api(super_client)
+    eventually(lambda: gone(lambda: get_tenant(super_client, "doomed")), 120, what="Tenant removed")
+    for ns in (naming.control_plane_namespace("doomed"), naming.workloads_namespace("doomed")):
+        assert gone(lambda ns=ns: core.read_namespace(ns)), ns
+
+
+def test_deleting_while_provisioning(super_client: client.ApiClient, stockade_operator: RunningOperator) -> None:
+    create_tenant(super_client, tenant_body("hasty"))
+    eventually(lambda: client.CoreV1Api(super_client).read_namespace(naming.control_plane_namespace("hasty")), 30)
+    custom(super_client).delete_cluster_custom_object(GROUP, VERSION, PLURAL, "hasty")
+    core = client.CoreV1Api(super_client)
+    eventually(lambda: gone(lambda: get_tenant(super_client, "hasty")), 120, what="Tenant removed")
+    for ns in (naming.control_plane_namespace("hasty"), naming.workloads_namespace("hasty")):
+        assert gone(lambda ns=ns: core.read_namespace(ns)), ns
+
+
+@pytest.mark.parametrize(
+    ("spec", "fragment"),
+    [
+        ({"kubernetes": {"version": 134}}, "spec.kubernetes.version: Invalid value"),
+        ({"kubernetes": {"version": "1.34"}}, "spec.kubernetes.version"),
+        ({"controlPlane": {"replicas": 2}}, 'spec.controlPlane.replicas: Unsupported value: 2'),
+        ({"controlPlane": {"service": {"type": "Ingress"}}}, "spec.controlPlane.service.type: Unsupported value"),
+        ({"workloads": {"quota": {"pods": -5}}}, "spec.workloads.quota.pods: Invalid value: -5"),
+        ({"workloads": {"quota": {"cpu": "lots"}}}, "spec.workloads.quota.cpu"),
+        ({"workloads": {"podSecurity": "privileged"}}, "spec.workloads.podSecurity: Unsupported value"),
+        ({"admins": {"users": ["system:admin"]}}, "system: identities are reserved"),
+        ({"suspended": "yes"}, "spec.suspended: Invalid value"),
+    ],
+)
+def test_invalid_specs_are_refused_at_admission(super_client: client.ApiClient, spec: dict[str, Any], fragment: str) -> None:
+    with pytest.raises(ApiException) as refused:
+        create_tenant(super_client, tenant_body("invalid", spec))
+    assert refused.value.status == 422
+    assert fragment in refused.value.body
+
+
+def test_tenant_names_are_checked(super_client: client.ApiClient) -> None:
+    with pytest.raises(ApiException) as refused:
+        create_tenant(super_client, tenant_body("x" * 41))
+    assert "at most 40 characters" in refused.value.body
+
+
+@pytest.mark.parametrize(
+    ("update", "fragment"),
+    [
+        ({"kubernetes": {"version": "v1.33.0"}}, "downgrades are not allowed"),
+        ({"kubernetes": {"version": "v1.34.3"}}, "downgrades are not allowed"),
+        ({"kubernetes": {"version": "v1.36.0"}}, "one minor version at a time"),
+        ({"controlPlane": {"replicas": 3}}, "replicas is immutable"),
+        ({"controlPlane": {"etcd": {"storage": {"type": "Ephemeral"}}}}, "etcd storage type is immutable"),
+    ],
+)
+def test_forbidden_changes_are_refused(super_client: client.ApiClient, update: dict[str, Any], fragment: str) -> None:
+    name = "frozen"
+    try:
+        create_tenant(super_client, tenant_body(name))
+    except ApiException as error:
+        assert error.status == 409
+    with pytest.raises(ApiException) as refused:
+        patch_tenant(super_client, name, {"spec": update})
+    assert refused.value.status == 422
+    assert fragment in refused.value.body
+
+
+def test_invalid_spec_reaching_the_operator_is_reported(
+    super_client: client.ApiClient, stockade_operator: RunningOperator
+) -> None:
+    # Valid for the schema, but this operator cannot run Kubernetes 1.35.
+    create_tenant(super_client, tenant_body("too-new", {"kubernetes": {"version": "v1.35.0"}}))
+
+    def reported() -> dict[str, Any] | None:
+        ready = condition(get_tenant(super_client, "too-new"), "Ready")
+        return ready if ready and ready["reason"] == "InvalidSpec" else None
+
+    ready = eventually(reported, 60, what="InvalidSpec reported")
+    assert ready["status"] == "False"
+    assert "spec.kubernetes.version" in ready["message"] and "not supported" in ready["message"]
+    assert get_tenant(super_client, "too-new")["status"]["phase"] == "Failed"
+    assert gone(lambda: client.CoreV1Api(super_client).read_namespace(naming.control_plane_namespace("too-new")))
+    # The operator keeps serving the others.
+    create_tenant(super_client, tenant_body("after-invalid"))
+    wait_observed(super_client, "after-invalid")
+    assert stockade_operator.process.running()
+
+
+def test_operator_killed_mid_provisioning_converges(
+    super_client: client.ApiClient, stockade_operator: RunningOperator
+) -> None:
+    core = client.CoreV1Api(super_client)
+    cp = naming.control_plane_namespace("crashy")
+    create_tenant(super_client, tenant_body("crashy"))
+    eventually(lambda: core.read_namespace(cp), 30, interval=0.05, what="provisioning started")
+    stockade_operator.restart()  # SIGKILL in the middle, then a fresh process
+    obj = wait_observed(super_client, "crashy")
+    assert obj["status"]["phase"] == "Provisioning"
+    secrets = core.list_namespaced_secret(cp).items
+    names = [s.metadata.name for s in secrets]
+    assert len(names) == len(set(names))
+    # One consistent PKI: every leaf is signed by the stored CA (no half-rotated set).
+    from stockade import pki
+    import base64
+    data = {s.metadata.name: s.data for s in secrets}
+    ca = pki.load_certificate(base64.b64decode(data["pki-ca"]["tls.crt"]))
+    for leaf in ("pki-apiserver", "pki-admin", "pki-controller-manager"):
+        assert pki.is_signed_by(pki.load_certificate(base64.b64decode(data[leaf]["tls.crt"])), ca)
+    assert len(client.AppsV1Api(super_client).list_namespaced_deployment(cp).items) == 3
