@@ -9,7 +9,6 @@ picks up from what exists.
 from __future__ import annotations
 
 import asyncio
-import base64
 import ipaddress
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -62,12 +61,6 @@ class Observed:
     running_version: str | None = None
     rotation: RotationStatus | None = None
     warnings: list[tuple[str, str]] = field(default_factory=list)  # (reason, message) Events
-
-
-def _decode(secret: Mapping[str, Any] | None, key: str) -> bytes | None:
-    if not secret or key not in secret.get("data", {}):
-        return None
-    return base64.b64decode(secret["data"][key])
 
 
 class TenantReconciler:
@@ -207,19 +200,8 @@ class TenantReconciler:
             s["metadata"]["name"]: s
             for s in await self.kube.list("v1", "Secret", namespace, label_selector=f"{naming.LABEL_TENANT}={name}")
         }
-        cas, leaves = {}, {}
-        for ca_name in certs.CA_NAMES:
-            secret = secrets.get(naming.pki_secret(ca_name))
-            cert, key = _decode(secret, "tls.crt"), _decode(secret, "tls.key")
-            if cert and key:
-                cas[ca_name] = pki.CertKey.from_pem(cert, key)
-        for leaf_name in certs.leaf_requests(certs.ServingNames()):
-            secret = secrets.get(naming.pki_secret(leaf_name))
-            cert, key = _decode(secret, "tls.crt"), _decode(secret, "tls.key")
-            if cert and key:
-                leaves[leaf_name] = pki.CertKey.from_pem(cert, key)
-        sa_pem = _decode(secrets.get(render.SERVICE_ACCOUNT_SECRET), "sa.key")
-        sa_key = pki.load_private_key(sa_pem) if sa_pem else None
+        stored = render.pki_from_secrets(secrets)
+        cas, leaves = stored.cas, stored.leaves
 
         annotations = body["metadata"].get("annotations") or {}
         rotation = (TenantStatus.model_validate(body.get("status") or {}).rotation) or None
@@ -231,7 +213,13 @@ class TenantReconciler:
         names = self._serving_names(name, spec, service, external)
         # Key generation is CPU work: keep it off the event loop.
         plan = await asyncio.to_thread(
-            certs.plan_pki, cas, leaves, sa_key, names, rotate_ca=rotate_ca, rotate_leaves=rotate_leaves
+            certs.plan_pki,
+            cas,
+            leaves,
+            stored.service_account_key,
+            names,
+            rotate_ca=rotate_ca,
+            rotate_leaves=rotate_leaves,
         )
         if plan.changed:
             for secret in render.pki_secrets(inp, plan.bundle):

@@ -280,6 +280,35 @@ def pki_secrets(inp: TenantInput, bundle: certs.ControlPlanePKI) -> list[dict[st
     return secrets
 
 
+def _decoded(secret: Mapping[str, Any] | None, key: str) -> bytes | None:
+    if not secret or key not in (secret.get("data") or {}):
+        return None
+    return base64.b64decode(secret["data"][key])
+
+
+@dataclass(frozen=True)
+class StoredPKI:
+    """What the `pki-*` Secrets hold (any part may be missing)."""
+
+    cas: dict[str, pki.CertKey]
+    leaves: dict[str, pki.CertKey]
+    service_account_key: Any  # ec.EllipticCurvePrivateKey | None
+
+
+def pki_from_secrets(secrets: Mapping[str, Mapping[str, Any]]) -> StoredPKI:
+    """The inverse of `pki_secrets`: read certificates back from Secrets (by name)."""
+
+    def pair(name: str) -> pki.CertKey | None:
+        secret = secrets.get(naming.pki_secret(name))
+        cert, key = _decoded(secret, "tls.crt"), _decoded(secret, "tls.key")
+        return pki.CertKey.from_pem(cert, key) if cert and key else None
+
+    cas = {name: ck for name in certs.CA_NAMES if (ck := pair(name))}
+    leaves = {name: ck for name in certs.leaf_requests(certs.ServingNames()) if (ck := pair(name))}
+    sa_pem = _decoded(secrets.get(SERVICE_ACCOUNT_SECRET), "sa.key")
+    return StoredPKI(cas, leaves, pki.load_private_key(sa_pem) if sa_pem else None)
+
+
 def kubeconfig_for(bundle: certs.ControlPlanePKI, user: str, server: str, cluster: str) -> dict[str, Any]:
     leaf = bundle.leaves[user]
     return build_kubeconfig(

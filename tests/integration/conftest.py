@@ -49,7 +49,8 @@ def eventually(check: Callable[[], Any], timeout: float = 60.0, interval: float 
 
 @pytest.fixture(scope="module")
 def super_cluster(control_plane_factory: Callable[..., LocalControlPlane]) -> LocalControlPlane:
-    plane = control_plane_factory("super", controller_manager=True)
+    # A real super cluster allows privileged pods (CNI, kube-proxy): the policy must do the refusing.
+    plane = control_plane_factory("super", controller_manager=True, allow_privileged=True)
     kubectl(plane, "apply", "--server-side", "-k", str(REPO / "manifests"))
     return plane
 
