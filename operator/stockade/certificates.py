@@ -224,4 +224,7 @@ def plan_pki(
     if service_account_key is None:
         service_account_key = pki.new_private_key()
         reissued["sa"] = "created"
-    return PKIPlan(ControlPlanePKI(cas=cas, leaves=leaves, service_account_key=service_account_key, names=names), reissued)
+    return PKIPlan(
+        ControlPlanePKI(cas=cas, leaves=leaves, service_account_key=service_account_key, names=names),
+        reissued,
+    )

@@ -134,7 +134,9 @@ def controller_manager_args(
     ]
 
 
-def scheduler_args(*, kubeconfig: str, secure_port: int, leader_elect: bool, bind_address: str = "0.0.0.0") -> list[str]:
+def scheduler_args(
+    *, kubeconfig: str, secure_port: int, leader_elect: bool, bind_address: str = "0.0.0.0"
+) -> list[str]:
     return [
         f"--kubeconfig={kubeconfig}",
         f"--authentication-kubeconfig={kubeconfig}",

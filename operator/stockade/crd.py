@@ -101,7 +101,10 @@ def build_crd() -> dict[str, Any]:
     return {
         "apiVersion": "apiextensions.k8s.io/v1",
         "kind": "CustomResourceDefinition",
-        "metadata": {"name": f"{model.PLURAL}.{model.GROUP}", "labels": {"app.kubernetes.io/part-of": "stockade"}},
+        "metadata": {
+            "name": f"{model.PLURAL}.{model.GROUP}",
+            "labels": {"app.kubernetes.io/part-of": "stockade"},
+        },
         "spec": {
             "group": model.GROUP,
             "scope": "Cluster",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 import kopf
@@ -29,9 +30,8 @@ def super_credentials() -> Credentials:
     """In a pod: its ServiceAccount. Elsewhere: the kubeconfig named by $KUBECONFIG."""
     if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
         return Credentials.in_cluster()
-    path = os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
-    with open(path) as handle:
-        return Credentials.from_kubeconfig(yaml.safe_load(handle))
+    path = Path(os.environ.get("KUBECONFIG") or Path.home() / ".kube" / "config")
+    return Credentials.from_kubeconfig(yaml.safe_load(path.read_text()))
 
 
 def reconciler() -> TenantReconciler:
@@ -44,9 +44,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Tenants are the only resource: no need to scan CRDs (and no RBAC to read them).
     settings.scanning.disabled = True
     settings.persistence.progress_storage = kopf.StatusProgressStorage(field="status.kopf.progress")
-    settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(
-        field="status.kopf.lastHandledConfiguration"
-    )
+    settings.persistence.diffbase_storage = kopf.StatusDiffBaseStorage(field="status.kopf.lastHandledConfiguration")
     # Detect silent watch stalls instead of waiting forever.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330

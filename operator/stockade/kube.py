@@ -243,7 +243,13 @@ class KubeClient:
         return await self.request("POST", kind_of(obj).path(obj["metadata"].get("namespace")), body=obj)
 
     async def patch_merge(
-        self, api_version: str, kind: str, name: str, patch: Any, namespace: str | None = None, subresource: str = ""
+        self,
+        api_version: str,
+        kind: str,
+        name: str,
+        patch: Any,
+        namespace: str | None = None,
+        subresource: str = "",
     ) -> Any:
         path = KINDS[(api_version, kind)].path(namespace, name) + (f"/{subresource}" if subresource else "")
         return await self.request("PATCH", path, body=patch, content_type="application/merge-patch+json")

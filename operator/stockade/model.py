@@ -12,7 +12,16 @@ import re
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, WithJsonSchema, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    JsonValue,
+    WithJsonSchema,
+    field_validator,
+)
 from pydantic.alias_generators import to_camel
 
 GROUP = "stockade.dev"
@@ -33,6 +42,7 @@ QUANTITY_PATTERN = (
     r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
 _QUANTITY_RE = re.compile(QUANTITY_PATTERN)
+EXTENDED_RESOURCE_PATTERN = r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[a-zA-Z0-9]([-a-zA-Z0-9_.]*[a-zA-Z0-9])?$"
 
 
 def _quantity(value: Any) -> str:
@@ -56,9 +66,9 @@ def _quantity_schema() -> dict[str, Any]:
 Quantity = Annotated[str, BeforeValidator(_quantity), WithJsonSchema(_quantity_schema())]
 
 
-def cel(rule: str, message: str, field_path: str | None = None, reason: str | None = None) -> dict[str, str]:
+def cel(rule: str, message: str, field_path: str | None = None, reason: str | None = None) -> dict[str, JsonValue]:
     """One x-kubernetes-validations entry."""
-    entry = {"rule": rule, "message": message}
+    entry: dict[str, JsonValue] = {"rule": rule, "message": message}
     if field_path:
         entry["fieldPath"] = field_path
     if reason:
@@ -69,9 +79,7 @@ def cel(rule: str, message: str, field_path: str | None = None, reason: str | No
 class Model(BaseModel):
     """Base: camelCase on the wire, unknown fields refused, values checked on assignment too."""
 
-    model_config = ConfigDict(
-        alias_generator=to_camel, populate_by_name=True, extra="forbid", validate_default=True
-    )
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", validate_default=True)
 
     def wire(self) -> dict[str, Any]:
         return self.model_dump(by_alias=True, exclude_none=True, mode="json")
@@ -199,7 +207,10 @@ class ControlPlaneSpec(Model):
         "Immutable: etcd membership is fixed at creation.",
         json_schema_extra={
             "x-kubernetes-validations": [
-                cel("self == oldSelf", "replicas is immutable: etcd membership is fixed when the tenant is created")
+                cel(
+                    "self == oldSelf",
+                    "replicas is immutable: etcd membership is fixed when the tenant is created",
+                )
             ]
         },
     )
@@ -236,7 +247,7 @@ class Quota(Model):
         json_schema_extra={
             "x-kubernetes-validations": [
                 cel(
-                    "self.all(k, k.matches('^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[a-zA-Z0-9]([-a-zA-Z0-9_.]*[a-zA-Z0-9])?$'))",
+                    f"self.all(k, k.matches('{EXTENDED_RESOURCE_PATTERN}'))",
                     "extended resource names must look like vendor.com/resource",
                 )
             ]
@@ -295,9 +306,7 @@ Subject = Annotated[
     Field(
         min_length=1,
         max_length=253,
-        json_schema_extra={
-            "x-kubernetes-validations": [cel("!self.startsWith('system:')", RESERVED_SUBJECT_MESSAGE)]
-        },
+        json_schema_extra={"x-kubernetes-validations": [cel("!self.startsWith('system:')", RESERVED_SUBJECT_MESSAGE)]},
     ),
 ]
 
@@ -314,9 +323,7 @@ class TenantSpec(Model):
     control_plane: ControlPlaneSpec = Field(default_factory=ControlPlaneSpec)
     workloads: WorkloadsSpec = Field(default_factory=WorkloadsSpec)
     admins: AdminsSpec = Field(default_factory=AdminsSpec)
-    suspended: bool = Field(
-        False, description="Scale the control plane to zero and stop syncing; all data is kept."
-    )
+    suspended: bool = Field(False, description="Scale the control plane to zero and stop syncing; all data is kept.")
 
 
 # -- status -------------------------------------------------------------------------------------

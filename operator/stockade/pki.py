@@ -154,9 +154,7 @@ def issue_certificate(ca: CertKey, request: CertificateRequest, *, now: datetime
             critical=True,
         )
         .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.private_key.public_key()), critical=False
-        )
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.private_key.public_key()), critical=False)
     )
     alt_names: list[x509.GeneralName] = [x509.DNSName(name) for name in _unique(request.dns_names)]
     alt_names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in _unique(request.ip_addresses)]

@@ -18,12 +18,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from stockade import certificates as certs
-from stockade import naming, pki, render, tenant_rbac
+from stockade import naming, render, tenant_rbac
 from stockade import status as st
 from stockade.config import OperatorConfig
 from stockade.kube import ApiError, Credentials, KubeClient
 from stockade.model import (
     Endpoint,
+    Phase,
     RotationStatus,
     SecretReference,
     ServiceType,
@@ -92,7 +93,7 @@ class TenantReconciler:
 
     async def _reconcile(self, body: Mapping[str, Any], events: EventSink) -> TenantStatus:
         meta = body["metadata"]
-        name, generation = meta["name"], meta.get("generation")
+        name = meta["name"]
         previous = TenantStatus.model_validate(body.get("status") or {})
         if meta.get("deletionTimestamp"):
             return previous
@@ -155,7 +156,13 @@ class TenantReconciler:
                 for obj in await self.kube.list(api_version, kind, namespace, label_selector=selector):
                     meta = obj["metadata"]
                     if (kind, namespace, meta["name"]) not in wanted:
-                        log.info("tenant %s: deleting %s %s/%s, no longer wanted", name, kind, namespace, meta["name"])
+                        log.info(
+                            "tenant %s: deleting %s %s/%s, no longer wanted",
+                            name,
+                            kind,
+                            namespace,
+                            meta["name"],
+                        )
                         await self.kube.delete(api_version, kind, meta["name"], namespace, uid=meta["uid"])
 
     # -- versions --------------------------------------------------------------------------------
@@ -175,7 +182,10 @@ class TenantReconciler:
         wanted_minor = spec.kubernetes.minor
         problem = None
         if wanted_minor > running_minor + 1:
-            problem = f"spec.kubernetes.version: {wanted} skips a minor; {running} runs now, upgrade to 1.{running_minor + 1} first"
+            problem = (
+                f"spec.kubernetes.version: {wanted} skips a minor; {running} runs now, "
+                f"upgrade to 1.{running_minor + 1} first"
+            )
         elif wanted_minor < running_minor:
             problem = f"spec.kubernetes.version: {wanted} is a downgrade from the running {running}"
         if problem is None:
@@ -208,7 +218,9 @@ class TenantReconciler:
         want_ca = annotations.get(naming.ANNOTATION_ROTATE_CA)
         want_leaves = annotations.get(naming.ANNOTATION_ROTATE)
         rotate_ca = bool(want_ca) and want_ca != (rotation.ca if rotation else None) and bool(cas)
-        rotate_leaves = bool(want_leaves) and want_leaves != (rotation.certificates if rotation else None) and bool(leaves)
+        rotate_leaves = (
+            bool(want_leaves) and want_leaves != (rotation.certificates if rotation else None) and bool(leaves)
+        )
 
         names = self._serving_names(name, spec, service, external)
         # Key generation is CPU work: keep it off the event loop.
@@ -233,7 +245,10 @@ class TenantReconciler:
             observed.rotation = RotationStatus(ca=want_ca, certificates=want_leaves)
         expiry = plan.bundle.earliest_expiry()
         return plan.bundle, st.Check(
-            st.CERTIFICATES_READY, True, "Issued", f"all certificates valid; the earliest expires {expiry:%Y-%m-%d}"
+            st.CERTIFICATES_READY,
+            True,
+            "Issued",
+            f"all certificates valid; the earliest expires {expiry:%Y-%m-%d}",
         )
 
     def _serving_names(
@@ -242,7 +257,10 @@ class TenantReconciler:
         ips = ["127.0.0.1", service_cidr_first_ip(self.config.service_cidr)]
         cluster_ip = service.get("spec", {}).get("clusterIP")
         dns = list(naming.apiserver_dns_names(name))
-        for extra in [*spec.control_plane.service.extra_sans, *([external_host(external)] if external else [])]:
+        for extra in [
+            *spec.control_plane.service.extra_sans,
+            *([external_host(external)] if external else []),
+        ]:
             (ips if is_ip(extra) else dns).append(extra)
         if cluster_ip and cluster_ip != "None":
             ips.append(cluster_ip)
@@ -287,11 +305,15 @@ class TenantReconciler:
         for wanted in dict.fromkeys((runtime_class, cp_runtime_class)):
             if await self.kube.get_or_none("node.k8s.io/v1", "RuntimeClass", wanted) is None:
                 return st.Check(
-                    st.ISOLATION_READY, False, "RuntimeClassMissing",
+                    st.ISOLATION_READY,
+                    False,
+                    "RuntimeClassMissing",
                     f"RuntimeClass {wanted!r} does not exist in the super cluster; sandboxed pods cannot start",
                 )
         return st.Check(
-            st.ISOLATION_READY, True, "Enforced",
+            st.ISOLATION_READY,
+            True,
+            "Enforced",
             f"NetworkPolicies default-deny, Pod Security {inp.spec.workloads.pod_security.value}, "
             f"quota and RuntimeClass {runtime_class!r} in place",
         )
@@ -311,9 +333,16 @@ class TenantReconciler:
             status = (obj or {}).get("status", {})
             ready = status.get("readyReplicas", 0)
             updated = status.get("updatedReplicas", 0)
-            if ready < wanted or updated < wanted or status.get("observedGeneration", 0) < obj["metadata"]["generation"]:
+            if (
+                ready < wanted
+                or updated < wanted
+                or status.get("observedGeneration", 0) < obj["metadata"]["generation"]
+            ):
                 return st.Check(
-                    st.CONTROL_PLANE_READY, False, "Starting", f"{workload}: {ready}/{wanted} ready, {updated} updated"
+                    st.CONTROL_PLANE_READY,
+                    False,
+                    "Starting",
+                    f"{workload}: {ready}/{wanted} ready, {updated} updated",
                 )
         ok, detail = await self._probe_tenant(inp, service, bundle)
         if not ok:
@@ -356,7 +385,7 @@ class TenantReconciler:
         checks = [st.Check(st.READY, False, reason, message)]
         new = previous.model_copy(
             update={
-                "phase": st.Phase.FAILED,
+                "phase": Phase.FAILED,
                 "observed_generation": generation,
                 "conditions": _keep_others(previous, st.merge_conditions(previous.conditions, checks, generation)),
             }
@@ -365,7 +394,12 @@ class TenantReconciler:
         return new
 
     async def _write_status(
-        self, body: Mapping[str, Any], previous: TenantStatus, spec: TenantSpec, observed: Observed, events: EventSink
+        self,
+        body: Mapping[str, Any],
+        previous: TenantStatus,
+        spec: TenantSpec,
+        observed: Observed,
+        events: EventSink,
     ) -> TenantStatus:
         meta = body["metadata"]
         name, generation = meta["name"], meta.get("generation")

@@ -161,7 +161,10 @@ class _Context:
                 pki_dir=PKI_DIR,
                 data_dir="/var/lib/etcd/data",
                 name="$(POD_NAME)",
-                client_urls=(f"https://0.0.0.0:{naming.ETCD_CLIENT_PORT}", f"{member}:{naming.ETCD_CLIENT_PORT}"),
+                client_urls=(
+                    f"https://0.0.0.0:{naming.ETCD_CLIENT_PORT}",
+                    f"{member}:{naming.ETCD_CLIENT_PORT}",
+                ),
                 peer_urls=(f"https://0.0.0.0:{naming.ETCD_PEER_PORT}", f"{member}:{naming.ETCD_PEER_PORT}"),
                 initial_cluster=initial,
                 metrics_url="http://0.0.0.0:2381",
@@ -269,14 +272,23 @@ def pki_secrets(inp: TenantInput, bundle: certs.ControlPlanePKI) -> list[dict[st
     """One kubernetes.io/tls Secret per CA and leaf (`pki-<name>`), and `pki-sa` for the SA key pair."""
     secrets = []
     for name, ck in bundle.cas.items():
-        secrets.append(_secret(inp, naming.pki_secret(name), {"tls.crt": ck.cert_pem, "tls.key": ck.key_pem}, "kubernetes.io/tls"))
+        secrets.append(
+            _secret(
+                inp,
+                naming.pki_secret(name),
+                {"tls.crt": ck.cert_pem, "tls.key": ck.key_pem},
+                "kubernetes.io/tls",
+            )
+        )
     requests = certs.leaf_requests(bundle.names)
     for name, ck in bundle.leaves.items():
         issuer = bundle.cas[requests[name][0]]
         data = {"tls.crt": ck.cert_pem, "tls.key": ck.key_pem, "ca.crt": issuer.cert_pem}
         secrets.append(_secret(inp, naming.pki_secret(name), data, "kubernetes.io/tls"))
     sa = bundle.service_account_key
-    secrets.append(_secret(inp, SERVICE_ACCOUNT_SECRET, {"sa.key": pki.private_key_pem(sa), "sa.pub": pki.public_key_pem(sa)}))
+    secrets.append(
+        _secret(inp, SERVICE_ACCOUNT_SECRET, {"sa.key": pki.private_key_pem(sa), "sa.pub": pki.public_key_pem(sa)})
+    )
     return secrets
 
 

@@ -38,7 +38,10 @@ class Check:
 
 
 def merge_conditions(
-    previous: list[Condition], checks: list[Check], generation: int | None, now: datetime.datetime | None = None
+    previous: list[Condition],
+    checks: list[Check],
+    generation: int | None,
+    now: datetime.datetime | None = None,
 ) -> list[Condition]:
     """New conditions from `checks`, keeping lastTransitionTime where a status did not change."""
     old = {c.type: c for c in previous}
@@ -49,7 +52,7 @@ def merge_conditions(
         merged.append(
             Condition(
                 type=check.type,
-                status=check.status,  # type: ignore[arg-type]
+                status=check.status,
                 reason=check.reason,
                 message=check.message,
                 last_transition_time=before.last_transition_time if unchanged and before else timestamp(now),

@@ -25,7 +25,10 @@ RESYNC_SECONDS = 3
 def kubectl(plane: LocalControlPlane, *args: str, stdin: str | None = None) -> str:
     result = subprocess.run(
         [str(find_binary("kubectl")), "--kubeconfig", str(plane.kubeconfig_path), *args],
-        input=stdin, capture_output=True, text=True, timeout=120,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     if result.returncode != 0:
         raise AssertionError(f"kubectl {' '.join(args)} failed:\n{result.stderr}")
@@ -61,9 +64,11 @@ def super_client(super_cluster: LocalControlPlane) -> client.ApiClient:
 
 
 def service_account_kubeconfig(plane: LocalControlPlane, api: client.ApiClient, namespace: str, name: str) -> Path:
-    token = client.CoreV1Api(api).create_namespaced_service_account_token(
-        name, namespace, {"spec": {"expirationSeconds": 7200}}
-    ).status.token
+    token = (
+        client.CoreV1Api(api)
+        .create_namespaced_service_account_token(name, namespace, {"spec": {"expirationSeconds": 7200}})
+        .status.token
+    )
     kubeconfig = build_kubeconfig(cluster="super", server=plane.server, ca_pem=plane.ca_pem, user=name, token=token)
     return plane.write_kubeconfig(f"{name}.kubeconfig", kubeconfig)
 

@@ -38,8 +38,14 @@ def pod(name: str, mutate: Any = None) -> dict[str, Any]:
 def core(super_cluster: LocalControlPlane, super_client: client.ApiClient) -> client.CoreV1Api:
     api = client.CoreV1Api(super_client)
     # No Pod Security labels here, so every refusal below comes from the Stockade policy alone.
-    api.create_namespace({"metadata": {"name": NS, "labels": {
-        "stockade.dev/workloads": "true", "stockade.dev/runtime-class": "kata"}}})
+    api.create_namespace(
+        {
+            "metadata": {
+                "name": NS,
+                "labels": {"stockade.dev/workloads": "true", "stockade.dev/runtime-class": "kata"},
+            }
+        }
+    )
     client.NodeV1Api(super_client).create_runtime_class({"metadata": {"name": "runc"}, "handler": "runc"})
     eventually(lambda: api.create_namespaced_pod(NS, pod("probe")), 30, what="policy active")
     return api
@@ -66,9 +72,16 @@ def _privileged(target: str) -> Any:
         ("host-path", lambda s: s.update(volumes=[{"name": "h", "hostPath": {"path": "/"}}]), "hostPath"),
         ("privileged", _privileged("containers"), "privileged"),
         ("privileged-init", _privileged("initContainers"), "privileged"),
-        ("add-caps", lambda s: s["containers"][0].update(securityContext={"capabilities": {"add": ["NET_ADMIN"]}}),
-         "capabilities.add"),
-        ("host-port", lambda s: s["containers"][0].update(ports=[{"containerPort": 80, "hostPort": 80}]), "hostPort"),
+        (
+            "add-caps",
+            lambda s: s["containers"][0].update(securityContext={"capabilities": {"add": ["NET_ADMIN"]}}),
+            "capabilities.add",
+        ),
+        (
+            "host-port",
+            lambda s: s["containers"][0].update(ports=[{"containerPort": 80, "hostPort": 80}]),
+            "hostPort",
+        ),
     ],
 )
 def test_refused_pods(core: client.CoreV1Api, name: str, mutate: Any, fragment: str) -> None:
@@ -81,8 +94,17 @@ def test_refused_pods(core: client.CoreV1Api, name: str, mutate: Any, fragment: 
 
 def test_privileged_ephemeral_container_is_refused(core: client.CoreV1Api) -> None:
     core.create_namespaced_pod(NS, pod("debug-target"))
-    ephemeral = {"spec": {"ephemeralContainers": [{
-        "name": "debugger", "image": "registry.k8s.io/pause:3.10", "securityContext": {"privileged": True}}]}}
+    ephemeral = {
+        "spec": {
+            "ephemeralContainers": [
+                {
+                    "name": "debugger",
+                    "image": "registry.k8s.io/pause:3.10",
+                    "securityContext": {"privileged": True},
+                }
+            ]
+        }
+    }
     with pytest.raises(ApiException) as refused:
         core.patch_namespaced_pod_ephemeralcontainers("debug-target", NS, ephemeral)
     assert "privileged" in refused.value.body

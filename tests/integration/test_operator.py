@@ -54,7 +54,12 @@ def wait_observed(api: client.ApiClient, name: str, timeout: float = 90) -> dict
 
 
 def tenant_body(name: str, spec: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Tenant", "metadata": {"name": name}, "spec": spec or {}}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "Tenant",
+        "metadata": {"name": name},
+        "spec": spec or {},
+    }
 
 
 def load_example(name: str) -> dict[str, Any]:
@@ -138,8 +143,17 @@ def test_examples_create_every_object_with_the_security_settings(
         pdbs = {p.metadata.name for p in policy.list_namespaced_pod_disruption_budget(cp).items}
         assert pdbs == (set() if replicas == 1 else {"etcd", *CONTROL_PLANE_DEPLOYMENTS})
         secrets = {s.metadata.name for s in core.list_namespaced_secret(cp).items}
-        assert {"pki-ca", "pki-etcd-ca", "pki-front-proxy-ca", "pki-apiserver", "pki-sa", "admin-kubeconfig",
-                "controller-manager-kubeconfig", "scheduler-kubeconfig", "syncer-kubeconfig"} <= secrets
+        assert {
+            "pki-ca",
+            "pki-etcd-ca",
+            "pki-front-proxy-ca",
+            "pki-apiserver",
+            "pki-sa",
+            "admin-kubeconfig",
+            "controller-manager-kubeconfig",
+            "scheduler-kubeconfig",
+            "syncer-kubeconfig",
+        } <= secrets
 
     quota = core.read_namespaced_resource_quota("tenant-quota", "stockade-payments-workloads").spec.hard
     assert quota["requests.cpu"] == "32" and quota["requests.nvidia.com/gpu"] == "4"
@@ -159,8 +173,11 @@ def test_transitions_post_events(super_client: client.ApiClient, stockade_operat
     uid = wait_observed(super_client, "evented")["metadata"]["uid"]
 
     def reasons() -> set[str]:
-        events = client.CoreV1Api(super_client).list_namespaced_event(
-            "default", field_selector=f"involvedObject.uid={uid}").items
+        events = (
+            client.CoreV1Api(super_client)
+            .list_namespaced_event("default", field_selector=f"involvedObject.uid={uid}")
+            .items
+        )
         return {e.reason for e in events}
 
     eventually(lambda: {"Issued", "Enforced", "Starting"} <= reasons(), 30, what="events")
@@ -170,14 +187,27 @@ def test_spec_changes_update_the_objects(super_client: client.ApiClient, stockad
     create_tenant(super_client, tenant_body("changing", {"workloads": {"egress": {"internet": True}}}))
     wait_observed(super_client, "changing")
     wl, cp = naming.workloads_namespace("changing"), naming.control_plane_namespace("changing")
-    networking, core, apps = (client.NetworkingV1Api(super_client), client.CoreV1Api(super_client),
-                              client.AppsV1Api(super_client))
+    networking, core, apps = (
+        client.NetworkingV1Api(super_client),
+        client.CoreV1Api(super_client),
+        client.AppsV1Api(super_client),
+    )
     assert networking.read_namespaced_network_policy("internet-egress", wl)
 
-    patch_tenant(super_client, "changing", {"spec": {
-        "workloads": {"quota": {"cpu": "3"}, "podSecurity": "baseline", "egress": {"internet": False}},
-        "controlPlane": {"resources": {"apiServer": {"limits": {"memory": "3Gi"}}}},
-    }})
+    patch_tenant(
+        super_client,
+        "changing",
+        {
+            "spec": {
+                "workloads": {
+                    "quota": {"cpu": "3"},
+                    "podSecurity": "baseline",
+                    "egress": {"internet": False},
+                },
+                "controlPlane": {"resources": {"apiServer": {"limits": {"memory": "3Gi"}}}},
+            }
+        },
+    )
     wait_observed(super_client, "changing")
     assert core.read_namespaced_resource_quota("tenant-quota", wl).spec.hard["requests.cpu"] == "3"
     assert core.read_namespace(wl).metadata.labels["pod-security.kubernetes.io/enforce"] == "baseline"
@@ -204,10 +234,16 @@ def resource_versions(api: client.ApiClient, name: str) -> dict[str, str]:
     versions = {"tenant": get_tenant(api, name)["metadata"]["resourceVersion"]}
     for ns in (naming.control_plane_namespace(name), naming.workloads_namespace(name)):
         versions[f"ns/{ns}"] = core.read_namespace(ns).metadata.resource_version
-        for listing in (core.list_namespaced_secret, core.list_namespaced_service, core.list_namespaced_config_map,
-                        apps.list_namespaced_deployment, apps.list_namespaced_stateful_set,
-                        networking.list_namespaced_network_policy, core.list_namespaced_resource_quota,
-                        core.list_namespaced_limit_range):
+        for listing in (
+            core.list_namespaced_secret,
+            core.list_namespaced_service,
+            core.list_namespaced_config_map,
+            apps.list_namespaced_deployment,
+            apps.list_namespaced_stateful_set,
+            networking.list_namespaced_network_policy,
+            core.list_namespaced_resource_quota,
+            core.list_namespaced_limit_range,
+        ):
             for item in listing(ns).items:
                 versions[f"{type(item).__name__}/{ns}/{item.metadata.name}"] = item.metadata.resource_version
     return versions
@@ -250,8 +286,11 @@ def test_deleting_while_provisioning(super_client: client.ApiClient, stockade_op
     [
         ({"kubernetes": {"version": 134}}, "spec.kubernetes.version: Invalid value"),
         ({"kubernetes": {"version": "1.34"}}, "spec.kubernetes.version"),
-        ({"controlPlane": {"replicas": 2}}, 'spec.controlPlane.replicas: Unsupported value: 2'),
-        ({"controlPlane": {"service": {"type": "Ingress"}}}, "spec.controlPlane.service.type: Unsupported value"),
+        ({"controlPlane": {"replicas": 2}}, "spec.controlPlane.replicas: Unsupported value: 2"),
+        (
+            {"controlPlane": {"service": {"type": "Ingress"}}},
+            "spec.controlPlane.service.type: Unsupported value",
+        ),
         ({"workloads": {"quota": {"pods": -5}}}, "spec.workloads.quota.pods: Invalid value: -5"),
         ({"workloads": {"quota": {"cpu": "lots"}}}, "spec.workloads.quota.cpu"),
         ({"workloads": {"podSecurity": "privileged"}}, "spec.workloads.podSecurity: Unsupported value"),
@@ -259,7 +298,9 @@ def test_deleting_while_provisioning(super_client: client.ApiClient, stockade_op
         ({"suspended": "yes"}, "spec.suspended: Invalid value"),
     ],
 )
-def test_invalid_specs_are_refused_at_admission(super_client: client.ApiClient, spec: dict[str, Any], fragment: str) -> None:
+def test_invalid_specs_are_refused_at_admission(
+    super_client: client.ApiClient, spec: dict[str, Any], fragment: str
+) -> None:
     with pytest.raises(ApiException) as refused:
         create_tenant(super_client, tenant_body("invalid", spec))
     assert refused.value.status == 422
@@ -329,8 +370,10 @@ def test_operator_killed_mid_provisioning_converges(
     names = [s.metadata.name for s in secrets]
     assert len(names) == len(set(names))
     # One consistent PKI: every leaf is signed by the stored CA (no half-rotated set).
-    from stockade import pki
     import base64
+
+    from stockade import pki
+
     data = {s.metadata.name: s.data for s in secrets}
     ca = pki.load_certificate(base64.b64decode(data["pki-ca"]["tls.crt"]))
     for leaf in ("pki-apiserver", "pki-admin", "pki-controller-manager"):

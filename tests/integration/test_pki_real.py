@@ -20,7 +20,13 @@ from stockade.kubeconfig import ca_of
 from stockade.model import TenantSpec
 from stockade.testbed import LocalControlPlane
 from tests.integration.conftest import RunningOperator, eventually
-from tests.integration.test_operator import create_tenant, get_tenant, patch_tenant, tenant_body, wait_observed
+from tests.integration.test_operator import (
+    create_tenant,
+    get_tenant,
+    patch_tenant,
+    tenant_body,
+    wait_observed,
+)
 
 pytestmark = pytest.mark.integration
 TENANT = "pki-real"
@@ -47,8 +53,16 @@ def kubeconfig_from(secrets: dict[str, Any], user: str, server: str) -> dict[str
 
 def allowed(api: client.ApiClient, verb: str, resource: str, group: str = "", subresource: str = "") -> bool:
     review = client.AuthorizationV1Api(api).create_self_subject_access_review(
-        {"spec": {"resourceAttributes": {"verb": verb, "resource": resource, "group": group,
-                                         "subresource": subresource}}}
+        {
+            "spec": {
+                "resourceAttributes": {
+                    "verb": verb,
+                    "resource": resource,
+                    "group": group,
+                    "subresource": subresource,
+                }
+            }
+        }
     )
     return bool(review.status.allowed)
 
@@ -80,8 +94,10 @@ def test_generated_kubeconfigs_authenticate_with_intended_rights(
 ) -> None:
     plane = control_plane_factory("tenant-pki", control_plane_pki=bundle_from(operator_pki))
     bootstrap_tenant_rbac(plane)
-    clients = {u: config.new_client_from_config_dict(kubeconfig_from(operator_pki, u, plane.server))
-               for u in certs.KUBECONFIG_USERS}
+    clients = {
+        u: config.new_client_from_config_dict(kubeconfig_from(operator_pki, u, plane.server))
+        for u in certs.KUBECONFIG_USERS
+    }
 
     user, groups = whoami(clients[certs.ADMIN])
     assert user == certs.ADMIN_USER and certs.ADMIN_GROUP in groups
@@ -120,8 +136,11 @@ def test_ca_rotation_reissues_every_kubeconfig_and_old_ones_fail(
 ) -> None:
     old = operator_pki
     patch_tenant(super_client, TENANT, {"metadata": {"annotations": {naming.ANNOTATION_ROTATE_CA: "2026-11-22"}}})
-    eventually(lambda: (get_tenant(super_client, TENANT)["status"].get("rotation") or {}).get("ca") == "2026-11-22",
-               60, what="CA rotation handled")
+    eventually(
+        lambda: (get_tenant(super_client, TENANT)["status"].get("rotation") or {}).get("ca") == "2026-11-22",
+        60,
+        what="CA rotation handled",
+    )
     new = stored_secrets(super_client)
     new_bundle = bundle_from(new)
     new_ca = new_bundle.cas[certs.CLUSTER_CA]
@@ -148,7 +167,8 @@ def test_ca_rotation_reissues_every_kubeconfig_and_old_ones_fail(
     # Even trusting the new CA, the old client certificate is refused.
     old_cert_new_ca = kubeconfig_from(old, certs.ADMIN, plane.server)
     old_cert_new_ca["clusters"][0]["cluster"]["certificate-authority-data"] = kubeconfig_from(
-        new, certs.ADMIN, plane.server)["clusters"][0]["cluster"]["certificate-authority-data"]
+        new, certs.ADMIN, plane.server
+    )["clusters"][0]["cluster"]["certificate-authority-data"]
     with pytest.raises(ApiException) as unauthorized:
         client.CoreV1Api(config.new_client_from_config_dict(old_cert_new_ca)).list_namespace()
     assert unauthorized.value.status == 401
@@ -160,12 +180,16 @@ def test_leaf_rotation_rolls_the_pods(super_client: client.ApiClient, operator_p
 
     def checksum() -> str:
         return apps.read_namespaced_deployment("kube-apiserver", cp).spec.template.metadata.annotations[
-            "stockade.dev/pki-checksum"]
+            "stockade.dev/pki-checksum"
+        ]
 
     before, secrets_before = checksum(), stored_secrets(super_client)
     patch_tenant(super_client, TENANT, {"metadata": {"annotations": {naming.ANNOTATION_ROTATE: "r1"}}})
-    eventually(lambda: (get_tenant(super_client, TENANT)["status"].get("rotation") or {}).get("certificates") == "r1",
-               60, what="leaf rotation handled")
+    eventually(
+        lambda: (get_tenant(super_client, TENANT)["status"].get("rotation") or {}).get("certificates") == "r1",
+        60,
+        what="leaf rotation handled",
+    )
     after = stored_secrets(super_client)
     assert after["pki-ca"]["data"] == secrets_before["pki-ca"]["data"]
     assert after["pki-apiserver"]["data"]["tls.crt"] != secrets_before["pki-apiserver"]["data"]["tls.crt"]

@@ -77,9 +77,17 @@ def test_crd_custom_object_create_read_patch(kube_client: client.ApiClient) -> N
     make_namespace(kube_client, "crd-test")
     custom = client.CustomObjectsApi(kube_client)
     args = ("example.stockade.dev", "v1", "crd-test", "widgets")
-    eventually(lambda: custom.create_namespaced_custom_object(
-        *args, {"apiVersion": "example.stockade.dev/v1", "kind": "Widget", "metadata": {"name": "w"},
-                "spec": {"size": 1}}))
+    eventually(
+        lambda: custom.create_namespaced_custom_object(
+            *args,
+            {
+                "apiVersion": "example.stockade.dev/v1",
+                "kind": "Widget",
+                "metadata": {"name": "w"},
+                "spec": {"size": 1},
+            },
+        )
+    )
     assert custom.get_namespaced_custom_object(*args, "w")["spec"]["size"] == 1
     custom.patch_namespaced_custom_object(*args, "w", {"spec": {"size": 3}})
     assert custom.get_namespaced_custom_object(*args, "w")["spec"]["size"] == 3
@@ -135,8 +143,14 @@ def test_namespace_deletion_completes_and_garbage_collection(kube_client: client
     owner = core.create_namespaced_config_map("gc-test", {"metadata": {"name": "owner"}})
     core.create_namespaced_config_map(
         "gc-test",
-        {"metadata": {"name": "dependent", "ownerReferences": [
-            {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner.metadata.uid}]}},
+        {
+            "metadata": {
+                "name": "dependent",
+                "ownerReferences": [
+                    {"apiVersion": "v1", "kind": "ConfigMap", "name": "owner", "uid": owner.metadata.uid}
+                ],
+            }
+        },
     )
     core.delete_namespaced_config_map("owner", "gc-test")
 
@@ -185,8 +199,18 @@ def test_two_api_servers_are_independent(control_plane_factory: Any) -> None:
 
 def test_kubectl_version_reports_pinned_release(apiserver: LocalControlPlane) -> None:
     result = subprocess.run(
-        [str(find_binary("kubectl")), "--kubeconfig", str(apiserver.kubeconfig_path), "version", "-o", "json"],
-        capture_output=True, text=True, timeout=60, check=True,
+        [
+            str(find_binary("kubectl")),
+            "--kubeconfig",
+            str(apiserver.kubeconfig_path),
+            "version",
+            "-o",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     versions = json.loads(result.stdout)
     expected = kubernetes_version()

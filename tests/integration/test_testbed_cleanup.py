@@ -18,7 +18,7 @@ from stockade.testbed.pytest_plugin import SESSION_ENV
 pytestmark = pytest.mark.integration
 
 CHILD_CONFTEST = 'pytest_plugins = ["stockade.testbed.pytest_plugin"]\n'
-CHILD_TEST = '''
+CHILD_TEST = """
 import os, time
 
 def test_control_plane_then_failure(control_plane_factory):
@@ -27,7 +27,7 @@ def test_control_plane_then_failure(control_plane_factory):
     if os.environ.get("HANG"):
         time.sleep(600)
     assert False, "deliberate failure"
-'''
+"""
 
 
 def start_child_session(tmp_path: Path, hang: bool) -> tuple[subprocess.Popen[str], str, Path]:
@@ -40,7 +40,11 @@ def start_child_session(tmp_path: Path, hang: bool) -> tuple[subprocess.Popen[st
         env["HANG"] = "1"
     child = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", str(tmp_path)],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     return child, owner, ready
 

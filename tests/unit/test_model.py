@@ -35,8 +35,9 @@ def test_wire_form_is_camel_case_and_round_trips() -> None:
 
 
 def test_quantities_accept_numbers_and_strings() -> None:
-    spec = model.TenantSpec.model_validate({"workloads": {"quota": {"cpu": 4, "memory": "8Gi",
-                                                                    "extended": {"nvidia.com/gpu": 2}}}})
+    spec = model.TenantSpec.model_validate(
+        {"workloads": {"quota": {"cpu": 4, "memory": "8Gi", "extended": {"nvidia.com/gpu": 2}}}}
+    )
     assert spec.workloads.quota.cpu == "4"
     assert spec.workloads.quota.extended == {"nvidia.com/gpu": "2"}
 
@@ -49,7 +50,11 @@ def test_quantities_accept_numbers_and_strings() -> None:
         ({"kubernetes": {"version": 134}}, "kubernetes.version", "valid string"),
         ({"controlPlane": {"replicas": 2}}, "controlPlane.replicas", "1 or 3"),
         ({"controlPlane": {"service": {"type": "Ingress"}}}, "controlPlane.service.type", "ClusterIP"),
-        ({"controlPlane": {"etcd": {"storage": {"size": "big"}}}}, "controlPlane.etcd.storage.size", "quantity"),
+        (
+            {"controlPlane": {"etcd": {"storage": {"size": "big"}}}},
+            "controlPlane.etcd.storage.size",
+            "quantity",
+        ),
         ({"workloads": {"quota": {"pods": -1}}}, "workloads.quota.pods", "greater than or equal to 0"),
         ({"workloads": {"quota": {"memory": True}}}, "workloads.quota.memory", "boolean"),
         ({"workloads": {"podSecurity": "privileged"}}, "workloads.podSecurity", "restricted"),

@@ -10,8 +10,10 @@ from stockade import certificates as certs
 from stockade import pki
 
 NAMES = certs.ServingNames(
-    apiserver_dns=("kubernetes", "api.example.com"), apiserver_ips=("10.0.0.1",),
-    etcd_dns=("etcd-0.etcd",), etcd_ips=("127.0.0.1",),
+    apiserver_dns=("kubernetes", "api.example.com"),
+    apiserver_ips=("10.0.0.1",),
+    etcd_dns=("etcd-0.etcd",),
+    etcd_ips=("127.0.0.1",),
 )
 
 
@@ -70,8 +72,9 @@ def test_leaf_never_outlives_its_ca() -> None:
 def test_renewal_when_a_third_remains() -> None:
     ca = pki.create_ca("ca")
     now = pki.utcnow()
-    leaf = pki.issue_certificate(ca, pki.CertificateRequest("x", client=True, validity=datetime.timedelta(days=300)),
-                                 now=now)
+    leaf = pki.issue_certificate(
+        ca, pki.CertificateRequest("x", client=True, validity=datetime.timedelta(days=300)), now=now
+    )
     assert not pki.needs_renewal(leaf.certificate, now + datetime.timedelta(days=190))
     assert pki.needs_renewal(leaf.certificate, now + datetime.timedelta(days=205))
 

@@ -16,8 +16,7 @@ from typing import Any
 import yaml
 
 from stockade import certificates as certs
-from stockade import components
-from stockade import pki
+from stockade import components, pki
 from stockade.kubeconfig import build_kubeconfig
 from stockade.testbed.binaries import find_binary
 from stockade.testbed.process import ManagedProcess
@@ -71,9 +70,7 @@ class LocalControlPlane:
         # The test bed's owner is the cluster's superuser, the one identity allowed system:masters.
         self.superuser = pki.issue_certificate(
             self.pki.cas[certs.CLUSTER_CA],
-            pki.CertificateRequest(
-                "stockade-testbed-superuser", organizations=(certs.MASTERS_GROUP,), client=True
-            ),
+            pki.CertificateRequest("stockade-testbed-superuser", organizations=(certs.MASTERS_GROUP,), client=True),
         )
         self.etcd_port = free_port()
         self.etcd_peer_port = free_port()
@@ -108,8 +105,12 @@ class LocalControlPlane:
 
     def kubeconfig_for(self, ck: pki.CertKey, user: str) -> dict[str, Any]:
         return build_kubeconfig(
-            cluster=self.name, server=self.server, ca_pem=self.ca_pem, user=user,
-            cert_pem=ck.cert_pem, key_pem=ck.key_pem,
+            cluster=self.name,
+            server=self.server,
+            ca_pem=self.ca_pem,
+            user=user,
+            cert_pem=ck.cert_pem,
+            key_pem=ck.key_pem,
         )
 
     def write_kubeconfig(self, filename: str, kubeconfig: dict[str, Any]) -> Path:

@@ -7,7 +7,6 @@ import ctypes
 import os
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 # Every process the test bed starts carries this variable, so a leak check can find it in /proc.
@@ -40,7 +39,7 @@ class ManagedProcess:
                 stderr=subprocess.STDOUT,
                 env=env,
                 start_new_session=True,  # its own process group: stop() reaches its children too
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - the child runs no Python after this
+                preexec_fn=_die_with_parent,
             )
 
     @property
@@ -60,10 +59,8 @@ class ManagedProcess:
         pgid = self._popen.pid
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGTERM)
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             self._popen.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            pass
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pgid, signal.SIGKILL)
         self._popen.wait()
@@ -95,12 +92,3 @@ def leaked_processes(owner: str) -> list[tuple[int, str]]:
             continue
         found.append((int(entry.name), cmdline.strip()))
     return found
-
-
-def wait_until(predicate: "callable[[], bool]", timeout: float, interval: float = 0.2) -> bool:  # type: ignore[valid-type]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()

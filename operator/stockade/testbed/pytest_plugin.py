@@ -6,6 +6,7 @@ stopped at the end of the session, and the session fails if one is left running.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import uuid
@@ -62,7 +63,7 @@ def kube_client(apiserver: LocalControlPlane) -> Any:
     """A `kubernetes.client.ApiClient` for the shared control plane, as its superuser."""
     from kubernetes import config
 
-    return config.new_client_from_config_dict(apiserver.kubeconfig)
+    return config.new_client_from_config_dict(apiserver.kubeconfig)  # type: ignore[no-untyped-call]
 
 
 @pytest.hookimpl(wrapper=True)
@@ -81,10 +82,8 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     leaked = leaked_processes(SESSION_OWNER)
     if leaked:
         for pid, _ in leaked:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         lines = "\n".join(f"  {pid} {cmd}" for pid, cmd in leaked)
         print(f"\nERROR: test-bed processes were still running at the end of the session:\n{lines}")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
