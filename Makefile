@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help venv testbin test unit integration lint crds
+.PHONY: help venv testbin run test unit integration lint crds
 
 help:
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -20,6 +20,12 @@ venv: $(VENV)/.installed ## Python virtualenv with Stockade and its dev tools
 
 testbin: ## Build the pinned Kubernetes and etcd binaries (cached in ~/.cache/stockade)
 	hack/testbin/build.sh
+
+run: venv testbin ## Stockade's main job: local super cluster, operator, an example Tenant (see README)
+	$(VENV)/bin/stockade up $(ARGS)
+
+crds: venv ## Regenerate crds/ from the pydantic model
+	$(PY) -m stockade.crd
 
 lint: venv ## ruff and mypy
 	$(VENV)/bin/ruff check operator tests

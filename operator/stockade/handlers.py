@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import logging
 import os
-from pathlib import Path
 from typing import Any
 
 import kopf
-import yaml
 
 from stockade import naming
 from stockade.config import OperatorConfig
@@ -24,14 +22,6 @@ from stockade.reconciler import TenantReconciler
 
 RESYNC_SECONDS = float(os.environ.get("STOCKADE_RESYNC_SECONDS", "30"))
 _state: dict[str, TenantReconciler] = {}
-
-
-def super_credentials() -> Credentials:
-    """In a pod: its ServiceAccount. Elsewhere: the kubeconfig named by $KUBECONFIG."""
-    if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
-        return Credentials.in_cluster()
-    path = Path(os.environ.get("KUBECONFIG") or Path.home() / ".kube" / "config")
-    return Credentials.from_kubeconfig(yaml.safe_load(path.read_text()))
 
 
 def reconciler() -> TenantReconciler:
@@ -51,7 +41,7 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.connect_timeout = 30
     settings.posting.level = logging.INFO
     settings.batching.error_delays = [1, 2, 5, 10, 30, 60]
-    _state["reconciler"] = TenantReconciler(KubeClient(super_credentials()), OperatorConfig.from_env())
+    _state["reconciler"] = TenantReconciler(KubeClient(Credentials.from_environment()), OperatorConfig.from_env())
 
 
 @kopf.on.cleanup()

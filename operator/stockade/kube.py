@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import yaml
 
 from stockade.naming import FIELD_MANAGER
 
@@ -122,6 +123,14 @@ class Credentials:
             key_pem=data("client-key"),
             token=user.get("token"),
         )
+
+    @classmethod
+    def from_environment(cls) -> Credentials:
+        """In a pod: its ServiceAccount. Elsewhere: the kubeconfig named by $KUBECONFIG."""
+        if os.environ.get("KUBERNETES_SERVICE_HOST") and not os.environ.get("KUBECONFIG"):
+            return cls.in_cluster()
+        path = Path(os.environ.get("KUBECONFIG") or Path.home() / ".kube" / "config")
+        return cls.from_kubeconfig(yaml.safe_load(path.read_text()))
 
     @classmethod
     def in_cluster(cls) -> Credentials:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -25,7 +26,8 @@ from stockade.config import ETCD_IMAGE_TAGS, OperatorConfig
 from stockade.kubeconfig import build_kubeconfig, dump
 from stockade.model import API_VERSION, KIND, ServiceType, TenantSpec
 
-TEMPLATES_DIR = Path(__file__).resolve().parents[2] / "templates"
+# templates/ at the repository root; an installed operator (the image) points here with $STOCKADE_TEMPLATES.
+TEMPLATES_DIR = Path(os.environ.get("STOCKADE_TEMPLATES") or Path(__file__).resolve().parents[2] / "templates")
 TEMPLATES = ("namespaces", "etcd", "apiserver", "controllers", "network-policies", "workloads")
 PKI_DIR = "/etc/kubernetes/pki"
 AUTH_CONFIG = "/etc/kubernetes/config/authentication.yaml"

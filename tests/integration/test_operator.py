@@ -4,6 +4,7 @@ plane's pods are created but never run, so Ready stays False with reason Startin
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -379,3 +380,39 @@ def test_operator_killed_mid_provisioning_converges(
     for leaf in ("pki-apiserver", "pki-admin", "pki-controller-manager"):
         assert pki.is_signed_by(pki.load_certificate(base64.b64decode(data[leaf]["tls.crt"])), ca)
     assert len(client.AppsV1Api(super_client).list_namespaced_deployment(cp).items) == 3
+
+
+def test_kubeconfig_command(
+    super_cluster: Any, super_client: client.ApiClient, stockade_operator: RunningOperator, tmp_path: Path
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    create_tenant(super_client, tenant_body("cli"))
+    wait_observed(super_client, "cli")
+    env = {**os.environ, "KUBECONFIG": str(super_cluster.kubeconfig_path)}
+    target = tmp_path / "cli.kubeconfig"
+    run = subprocess.run(
+        [sys.executable, "-m", "stockade.cli", "kubeconfig", "cli", "-o", str(target)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == 0, run.stderr
+    assert oct(target.stat().st_mode & 0o777) == "0o600"
+    kubeconfig = yaml.safe_load(target.read_text())
+    assert (
+        kubeconfig["clusters"][0]["cluster"]["server"] == "https://kube-apiserver.stockade-cli-control-plane.svc:6443"
+    )
+    assert kubeconfig["users"][0]["name"] == "cli-admin"
+    missing = subprocess.run(
+        [sys.executable, "-m", "stockade.cli", "kubeconfig", "nobody"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert missing.returncode == 1
+    assert "no Tenant named 'nobody'" in missing.stderr
