@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import builtins
 import json
 import os
 import ssl
@@ -243,10 +244,16 @@ class KubeClient:
 
     async def list(
         self, api_version: str, kind: str, namespace: str | None = None, *, label_selector: str | None = None
-    ) -> list[Any]:
+    ) -> builtins.list[Any]:
+        return (await self.list_with_version(api_version, kind, namespace, label_selector=label_selector))[0]
+
+    async def list_with_version(
+        self, api_version: str, kind: str, namespace: str | None = None, *, label_selector: str | None = None
+    ) -> tuple[builtins.list[Any], str]:
+        """Items and the list's resourceVersion, to start a watch from."""
         params = {"labelSelector": label_selector} if label_selector else None
-        result = await self.request("GET", KINDS[(api_version, kind)].path(namespace), params=params)
-        return list(result.get("items", []))
+        result = await self.request("GET", KINDS[(api_version, kind)].path(namespace), params=params, timeout=120)
+        return list(result.get("items", [])), str(result["metadata"].get("resourceVersion", ""))
 
     async def create(self, obj: Mapping[str, Any]) -> Any:
         return await self.request("POST", kind_of(obj).path(obj["metadata"].get("namespace")), body=obj)
@@ -304,6 +311,7 @@ class KubeClient:
         namespace: str | None = None,
         *,
         resource_version: str,
+        label_selector: str | None = None,
         timeout_seconds: int = 300,
         read_timeout: float = 90.0,
     ) -> AsyncIterator[dict[str, Any]]:
@@ -314,6 +322,8 @@ class KubeClient:
             "allowWatchBookmarks": "true",
             "timeoutSeconds": str(timeout_seconds),
         }
+        if label_selector:
+            params["labelSelector"] = label_selector
         async with self.session.get(
             self.credentials.server + KINDS[(api_version, kind)].path(namespace),
             params=params,

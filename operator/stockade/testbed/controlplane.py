@@ -48,6 +48,7 @@ class LocalControlPlane:
         *,
         owner: str | None = None,
         controller_manager: bool = False,
+        scheduler: bool = False,
         control_plane_pki: certs.ControlPlanePKI | None = None,
         extra_apiserver_args: list[str] | None = None,
         allow_privileged: bool = False,
@@ -56,6 +57,7 @@ class LocalControlPlane:
         self.name = name
         self.owner = owner or uuid.uuid4().hex
         self.with_controller_manager = controller_manager
+        self.with_scheduler = scheduler
         self.extra_apiserver_args = extra_apiserver_args or []
         self.allow_privileged = allow_privileged
         self.dir = Path(tempfile.mkdtemp(prefix=f"stockade-{name}-", dir=root))
@@ -175,6 +177,15 @@ class LocalControlPlane:
         )
         return [str(find_binary("kube-controller-manager")), *args]
 
+    def _scheduler_args(self) -> list[str]:
+        kubeconfig = self.write_kubeconfig(
+            "scheduler.kubeconfig", self.kubeconfig_for(self.pki.leaves[certs.SCHEDULER], "system:kube-scheduler")
+        )
+        args = components.scheduler_args(
+            kubeconfig=str(kubeconfig), secure_port=free_port(), leader_elect=False, bind_address="127.0.0.1"
+        )
+        return [str(find_binary("kube-scheduler")), *args]
+
     def start(self) -> LocalControlPlane:
         try:
             self._write_pki()
@@ -185,6 +196,8 @@ class LocalControlPlane:
             self._wait_ready(apiserver, f"{self.server}/readyz")
             if self.with_controller_manager:
                 self._spawn("kube-controller-manager", self._controller_manager_args())
+            if self.with_scheduler:
+                self._spawn("kube-scheduler", self._scheduler_args())
         except BaseException:
             self.stop()
             raise

@@ -1,0 +1,400 @@
+"""The syncer against real API servers: one super cluster, two tenant control planes."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from stockade.kube import Credentials
+from stockade.syncer import translate as tr
+from stockade.testbed import LocalControlPlane, find_binary
+from tests.integration.conftest import eventually, service_account_kubeconfig
+from tests.integration.syncer_fixtures import SyncerThread, TenantUnderTest, provision_tenant
+
+pytestmark = pytest.mark.integration
+PAUSE = "registry.k8s.io/pause:3.10"
+RESTRICTED_CONTAINER = {
+    "name": "app", "image": PAUSE,
+    "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True, "runAsUser": 1000,
+                        "seccompProfile": {"type": "RuntimeDefault"}, "capabilities": {"drop": ["ALL"]}},
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def syncers(super_cluster: LocalControlPlane, super_client: client.ApiClient) -> Iterator[SyncerThread]:
+    path = service_account_kubeconfig(super_cluster, super_client, "stockade-system", "stockade-operator")
+    thread = SyncerThread(Credentials.from_kubeconfig(yaml.safe_load(path.read_text())))
+    yield thread
+    thread.stop()
+
+
+@pytest.fixture(scope="module")
+def tenant_a(
+    control_plane_factory: Callable[..., LocalControlPlane], super_client: client.ApiClient, syncers: SyncerThread
+) -> TenantUnderTest:
+    tenant = provision_tenant("sync-a", {"workloads": {"podSecurity": "baseline"}}, control_plane_factory, super_client)
+    syncers.add(tenant, patrol_seconds=5)
+    return tenant
+
+
+@pytest.fixture(scope="module")
+def tenant_b(
+    control_plane_factory: Callable[..., LocalControlPlane], super_client: client.ApiClient, syncers: SyncerThread
+) -> TenantUnderTest:
+    tenant = provision_tenant("sync-b", {}, control_plane_factory, super_client)  # restricted
+    syncers.add(tenant, patrol_seconds=5)
+    return tenant
+
+
+def super_pods(super_client: client.ApiClient, tenant: TenantUnderTest) -> list[Any]:
+    return client.CoreV1Api(super_client).list_namespaced_pod(tenant.workloads_namespace).items
+
+
+def super_pod_for(super_client: client.ApiClient, tenant: TenantUnderTest, namespace: str, name: str) -> Any:
+    return client.CoreV1Api(super_client).read_namespaced_pod(
+        tr.super_name(namespace, name), tenant.workloads_namespace
+    )
+
+
+def wait_super_pod(
+    super_client: client.ApiClient, tenant: TenantUnderTest, namespace: str, name: str, timeout: float = 60
+) -> Any:
+    """The super pod of a tenant pod, once synced; on failure the report says where it stuck."""
+    try:
+        return eventually(
+            lambda: super_pod_for(super_client, tenant, namespace, name),
+            timeout,
+            what=f"super pod of {namespace}/{name}",
+        )
+    except AssertionError as error:
+        core = client.CoreV1Api(tenant.superuser)
+        pod = core.read_namespaced_pod(name, namespace)
+        node = core.read_node(tenant.context().virtual_node)
+        raise AssertionError(
+            f"{error}\ntenant pod: node={pod.spec.node_name} status={pod.status}\n"
+            f"virtual node taints={node.spec.taints} conditions={node.status.conditions}"
+        ) from None
+
+
+def ensure_namespace(tenant: TenantUnderTest, name: str) -> None:
+    core = client.CoreV1Api(tenant.superuser)
+    try:
+        core.create_namespace({"metadata": {"name": name}})
+    except ApiException as error:
+        assert error.status == 409
+    eventually(lambda: core.read_namespaced_service_account("default", name), 30)
+
+
+def make_pod(tenant: TenantUnderTest, namespace: str, name: str, spec: dict[str, Any] | None = None) -> Any:
+    ensure_namespace(tenant, namespace)
+    body = {"metadata": {"name": name}, "spec": spec or {"containers": [{"name": "app", "image": PAUSE}]}}
+    return client.CoreV1Api(tenant.superuser).create_namespaced_pod(namespace, body)
+
+
+def gone(check: Callable[[], Any]) -> bool:
+    try:
+        check()
+    except ApiException as error:
+        return error.status == 404
+    return False
+
+
+def test_virtual_node_is_ready_with_the_quota_as_capacity(tenant_a: TenantUnderTest) -> None:
+    node = eventually(lambda: client.CoreV1Api(tenant_a.superuser).read_node("stockade-sync-a"), 30)
+    assert node.status.capacity["pods"] == "110"
+    assert any(c.type == "Ready" and c.status == "True" for c in node.status.conditions)
+
+
+def test_deployment_pods_run_sandboxed_without_super_credentials(
+    tenant_a: TenantUnderTest, super_client: client.ApiClient
+) -> None:
+    ensure_namespace(tenant_a, "web")
+    deployment = {
+        "metadata": {"name": "web"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                         "spec": {"containers": [{"name": "app", "image": PAUSE,
+                                                  "env": [{"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]}]}},
+        },
+    }  # fmt: skip
+    client.AppsV1Api(tenant_a.superuser).create_namespaced_deployment("web", deployment)
+    pods = eventually(lambda: len(super_pods(super_client, tenant_a)) == 2 and super_pods(super_client, tenant_a),
+                      60, what="2 super pods")  # fmt: skip
+    tenant_pods = client.CoreV1Api(tenant_a.superuser).list_namespaced_pod("web").items
+    assert {p.spec.node_name for p in tenant_pods} == {"stockade-sync-a"}  # bound by the tenant's scheduler
+    for pod in pods:
+        spec = pod.spec
+        assert spec.runtime_class_name == "kata"
+        assert spec.automount_service_account_token is False
+        assert spec.overhead == {"cpu": "250m", "memory": "320Mi"}  # set by the super cluster, not the tenant
+        assert pod.metadata.labels["app"] == "web" and pod.metadata.labels["stockade.dev/tenant"] == "sync-a"
+        assert pod.metadata.annotations[tr.ANNOTATION_NAMESPACE] == "web"
+        container = spec.containers[0]
+        assert container.resources.limits == {"cpu": "1", "memory": "512Mi"}
+        env = {e.name: e for e in container.env}
+        assert env["KUBERNETES_SERVICE_HOST"].value == "127.0.0.1"
+        assert env["POD"].value_from.field_ref.field_path == f"metadata.annotations['{tr.ANNOTATION_NAME}']"
+        # No projected super-cluster token anywhere; the token volume is a Secret holding the tenant's token.
+        for volume in spec.volumes:
+            assert volume.projected is None
+        secret_name = next(v.secret.secret_name for v in spec.volumes if v.secret)
+        secret = client.CoreV1Api(super_client).read_namespaced_secret(secret_name, tenant_a.workloads_namespace)
+        token = base64.b64decode(secret.data["token"]).decode()
+        assert base64.b64decode(secret.data["ca.crt"]) == tenant_a.plane.ca_pem
+        configuration = client.Configuration()
+        configuration.host = tenant_a.plane.server
+        configuration.ssl_ca_cert = str(tenant_a.plane.dir / "pki" / "ca.crt")
+        configuration.api_key = {"authorization": f"Bearer {token}"}
+        with client.ApiClient(configuration) as as_pod:
+            review = client.AuthenticationV1Api(as_pod).create_self_subject_review({})
+        assert review.status.user_info.username == "system:serviceaccount:web:default"
+
+
+def test_status_flows_up_and_deletion_converges_both_ways(
+    tenant_a: TenantUnderTest, super_client: client.ApiClient
+) -> None:
+    make_pod(tenant_a, "status", "one")
+    shadow = wait_super_pod(super_client, tenant_a, "status", "one", 60)
+    status = {"status": {"phase": "Running", "podIP": "10.244.0.9", "podIPs": [{"ip": "10.244.0.9"}],
+                         "hostIP": "172.18.0.2", "conditions": [{"type": "Ready", "status": "True"}],
+                         "containerStatuses": [{"name": "app", "ready": True, "restartCount": 3, "image": PAUSE,
+                                                "imageID": "", "state": {"running": {}}}]}}  # fmt: skip
+    client.CoreV1Api(super_client).patch_namespaced_pod_status(
+        shadow.metadata.name, tenant_a.workloads_namespace, status
+    )
+    tenant_core = client.CoreV1Api(tenant_a.superuser)
+
+    def mirrored() -> Any:
+        pod = tenant_core.read_namespaced_pod("one", "status")
+        return pod if pod.status.phase == "Running" else None
+
+    pod = eventually(mirrored, 30, what="status mirrored")
+    assert pod.status.pod_ip == "10.244.0.9" and pod.status.container_statuses[0].restart_count == 3
+    assert pod.status.host_ip == "192.0.2.1"  # the super node's address stays hidden
+
+    # The super pod disappears: the tenant pod is deleted, so its controllers replace it.
+    client.CoreV1Api(super_client).delete_namespaced_pod(shadow.metadata.name, tenant_a.workloads_namespace)
+    eventually(lambda: gone(lambda: tenant_core.read_namespaced_pod("one", "status")), 30, what="tenant pod deleted")
+
+    # The tenant deletes a pod: its super pod goes, then the tenant pod finishes terminating.
+    make_pod(tenant_a, "status", "two")
+    wait_super_pod(super_client, tenant_a, "status", "two", 60)
+    tenant_core.delete_namespaced_pod("two", "status")
+    eventually(lambda: gone(lambda: super_pod_for(super_client, tenant_a, "status", "two")), 30)
+    eventually(lambda: gone(lambda: tenant_core.read_namespaced_pod("two", "status")), 30)
+
+
+@pytest.mark.parametrize(
+    ("name", "spec_update", "field"),
+    [
+        ("privileged", lambda s: s["containers"][0].update(securityContext={"privileged": True}),
+         "securityContext.privileged"),
+        ("host-network", lambda s: s.update(hostNetwork=True), "spec.hostNetwork"),
+        ("host-pid", lambda s: s.update(hostPID=True), "spec.hostPID"),
+        ("host-ipc", lambda s: s.update(hostIPC=True), "spec.hostIPC"),
+        ("host-path", lambda s: s.update(volumes=[{"name": "h", "hostPath": {"path": "/etc"}}]), "hostPath"),
+        ("host-port", lambda s: s["containers"][0].update(ports=[{"containerPort": 80, "hostPort": 8080}]),
+         "hostPort"),
+        ("add-caps", lambda s: s["containers"][0].update(securityContext={"capabilities": {"add": ["SYS_ADMIN"]}}),
+         "capabilities.add"),
+        ("sysctl", lambda s: s.update(securityContext={"sysctls": [{"name": "kernel.msgmax", "value": "1"}]}),
+         "sysctls"),
+        ("runtime-class", lambda s: s.update(runtimeClassName="runc"), "spec.runtimeClassName"),
+        ("proc-mount", lambda s: s["containers"][0].update(securityContext={"procMount": "Unmasked"}), "procMount"),
+    ],
+)  # fmt: skip
+def test_refused_pods_never_reach_the_super_cluster(
+    tenant_a: TenantUnderTest, super_client: client.ApiClient, name: str, spec_update: Any, field: str
+) -> None:
+    if name == "runtime-class":
+        try:
+            client.NodeV1Api(tenant_a.superuser).create_runtime_class({"metadata": {"name": "runc"}, "handler": "runc"})
+        except ApiException as error:
+            assert error.status == 409
+    spec: dict[str, Any] = {"containers": [{"name": "app", "image": PAUSE}]}
+    spec_update(spec)
+    try:
+        make_pod(tenant_a, "refusals", name, spec)
+    except ApiException as error:  # the tenant API server may refuse some itself (e.g. procMount)
+        assert error.status in (400, 403, 422), error
+        return
+    tenant_core = client.CoreV1Api(tenant_a.superuser)
+
+    def told() -> Any:
+        pod = tenant_core.read_namespaced_pod(name, "refusals")
+        return next((c for c in pod.status.conditions or [] if c.reason == "StockadeRejected"), None)
+
+    condition = eventually(told, 30, what="refusal reported")
+    assert condition.type == "PodScheduled" and condition.status == "False"
+    assert field in condition.message
+    events = tenant_core.list_namespaced_event("refusals", field_selector=f"involvedObject.name={name}").items
+    assert any(e.reason == "StockadeRejected" and field in e.message for e in events)
+    assert gone(lambda: super_pod_for(super_client, tenant_a, "refusals", name))
+
+
+def test_ephemeral_container_with_privilege_is_refused(
+    tenant_a: TenantUnderTest, super_client: client.ApiClient
+) -> None:
+    make_pod(tenant_a, "debug", "target")
+    wait_super_pod(super_client, tenant_a, "debug", "target", 60)
+    ephemeral = {"spec": {"ephemeralContainers": [{"name": "dbg", "image": PAUSE,
+                                                   "securityContext": {"privileged": True}}]}}  # fmt: skip
+    client.CoreV1Api(tenant_a.superuser).patch_namespaced_pod_ephemeralcontainers("target", "debug", ephemeral)
+
+    def told() -> Any:
+        pod = client.CoreV1Api(tenant_a.superuser).read_namespaced_pod("target", "debug")
+        return next((c for c in pod.status.conditions or [] if c.reason == "StockadeRejected"), None)
+
+    assert "ephemeralContainers[0].securityContext.privileged" in eventually(told, 30).message
+    shadow = super_pod_for(super_client, tenant_a, "debug", "target")
+    assert not shadow.spec.ephemeral_containers
+
+
+def test_pod_security_restricted_is_enforced_by_the_syncer(
+    tenant_b: TenantUnderTest, super_client: client.ApiClient
+) -> None:
+    make_pod(tenant_b, "apps", "loose")  # runs as root by default: not "restricted"
+    make_pod(tenant_b, "apps", "tight", {"containers": [RESTRICTED_CONTAINER]})
+    wait_super_pod(super_client, tenant_b, "apps", "tight", 60)
+
+    def told() -> Any:
+        pod = client.CoreV1Api(tenant_b.superuser).read_namespaced_pod("loose", "apps")
+        return next((c for c in pod.status.conditions or [] if c.reason == "StockadeRejected"), None)
+
+    assert "Pod Security restricted" in eventually(told, 30).message
+    assert gone(lambda: super_pod_for(super_client, tenant_b, "apps", "loose"))
+
+
+def test_services_configmaps_and_endpoints(tenant_a: TenantUnderTest, super_client: client.ApiClient) -> None:
+    ensure_namespace(tenant_a, "svc")
+    core = client.CoreV1Api(tenant_a.superuser)
+    core.create_namespaced_config_map("svc", {"metadata": {"name": "settings"}, "data": {"a": "1"}})
+    core.create_namespaced_service(
+        "svc", {"metadata": {"name": "web"}, "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}
+    )
+    core.create_namespaced_service(
+        "svc", {"metadata": {"name": "mitm"}, "spec": {"ports": [{"port": 80}], "externalIPs": ["8.8.8.8"]}}
+    )
+    core.create_namespaced_service("svc", {"metadata": {"name": "outside"}, "spec": {"ports": [{"port": 80}]}})
+    core.create_namespaced_endpoints(
+        "svc",
+        {"metadata": {"name": "outside"}, "subsets": [{"addresses": [{"ip": "10.96.0.1"}], "ports": [{"port": 443}]}]},
+    )
+    super_core = client.CoreV1Api(super_client)
+    ns = tenant_a.workloads_namespace
+    cm = eventually(lambda: super_core.read_namespaced_config_map(tr.super_name("svc", "settings"), ns), 30)
+    assert cm.data == {"a": "1"}
+    web = eventually(lambda: super_core.read_namespaced_service(tr.super_name("svc", "web"), ns), 30)
+    assert web.spec.selector == {"app": "web", tr.LABEL_NAMESPACE: "svc", "stockade.dev/tenant": "sync-a"}
+    # ConfigMaps are synced whether or not a pod uses them; an update follows.
+    core.patch_namespaced_config_map("settings", "svc", {"data": {"a": "2"}})
+    eventually(
+        lambda: super_core.read_namespaced_config_map(tr.super_name("svc", "settings"), ns).data == {"a": "2"}, 30
+    )
+
+    def refused(kind: str, name: str) -> bool:
+        events = core.list_namespaced_event("svc", field_selector=f"involvedObject.name={name}").items
+        return any(e.reason == "StockadeRejected" for e in events)
+
+    eventually(lambda: refused("Service", "mitm"), 30, what="externalIPs refused")
+    eventually(lambda: refused("Endpoints", "outside"), 30, what="foreign endpoints refused")
+    assert gone(lambda: super_core.read_namespaced_service(tr.super_name("svc", "mitm"), ns))
+    assert gone(lambda: super_core.read_namespaced_endpoints(tr.super_name("svc", "outside"), ns))
+    # Deleting the tenant namespace removes its super objects.
+    core.delete_namespace("svc")
+    eventually(
+        lambda: gone(lambda: super_core.read_namespaced_config_map(tr.super_name("svc", "settings"), ns)),
+        90,
+        what="super objects of a deleted namespace removed",
+    )
+
+
+def test_two_tenants_never_collide(
+    tenant_a: TenantUnderTest, tenant_b: TenantUnderTest, super_client: client.ApiClient
+) -> None:
+    for tenant in (tenant_a, tenant_b):
+        make_pod(tenant, "same", "twin", {"containers": [RESTRICTED_CONTAINER]})
+    a = wait_super_pod(super_client, tenant_a, "same", "twin", 60)
+    b = wait_super_pod(super_client, tenant_b, "same", "twin", 60)
+    assert a.metadata.namespace != b.metadata.namespace
+    assert a.metadata.annotations[tr.ANNOTATION_UID] != b.metadata.annotations[tr.ANNOTATION_UID]
+    # Each tenant's syncer identity cannot even authenticate to the other's API server.
+    crossed = client.Configuration()
+    crossed.host = tenant_b.plane.server
+    crossed.verify_ssl = False
+    leaf = tenant_a.syncer_credentials()
+    cert = tenant_a.plane.dir / "syncer-a.crt"
+    key = tenant_a.plane.dir / "syncer-a.key"
+    cert.write_bytes(leaf.cert_pem or b"")
+    key.write_bytes(leaf.key_pem or b"")
+    crossed.cert_file, crossed.key_file = str(cert), str(key)
+    with client.ApiClient(crossed) as api, pytest.raises(ApiException) as refused:
+        client.CoreV1Api(api).list_pod_for_all_namespaces()
+    assert refused.value.status == 401
+
+
+def test_names_over_63_characters(tenant_a: TenantUnderTest, super_client: client.ApiClient) -> None:
+    namespace, name = "n" * 63, "p" * 63
+    make_pod(tenant_a, namespace, name)
+    shadow = wait_super_pod(super_client, tenant_a, namespace, name, 60)
+    assert len(shadow.metadata.name) <= 63
+    assert shadow.metadata.annotations[tr.ANNOTATION_NAME] == name
+
+
+def test_watch_recovers_from_compaction_and_apiserver_restart(
+    tenant_a: TenantUnderTest, super_client: client.ApiClient, syncers: SyncerThread
+) -> None:
+    from stockade.syncer import metrics
+
+    gone_before = metrics.WATCH_RESTARTS.labels("sync-a", "Pod", "gone")._value.get()
+    core = client.CoreV1Api(tenant_a.superuser)
+    ensure_namespace(tenant_a, "churn")
+    for i in range(30):
+        core.create_namespaced_config_map("churn", {"metadata": {"name": f"c{i}"}})
+    etcdctl = [str(find_binary("etcdctl")), f"--endpoints=https://127.0.0.1:{tenant_a.plane.etcd_port}",
+               f"--cacert={tenant_a.plane.dir / 'pki' / 'etcd-ca.crt'}",
+               f"--cert={tenant_a.plane.dir / 'pki' / 'apiserver-etcd-client.crt'}",
+               f"--key={tenant_a.plane.dir / 'pki' / 'apiserver-etcd-client.key'}"]  # fmt: skip
+    status = subprocess.run([*etcdctl, "endpoint", "status", "-w", "json"], capture_output=True, text=True, check=True)
+    import json
+
+    revision = json.loads(status.stdout)[0]["Status"]["header"]["revision"]
+    subprocess.run([*etcdctl, "compact", str(revision)], capture_output=True, text=True, check=True)
+    tenant_a.plane.restart_apiserver()
+    eventually(lambda: any(not ok for ok, _ in syncers.health["sync-a"]), 60, what="degradation reported")
+    make_pod(tenant_a, "churn", "after-restart")
+    wait_super_pod(super_client, tenant_a, "churn", "after-restart", 90)
+    eventually(lambda: syncers.health["sync-a"][-1][0] is True, 60, what="recovery reported")
+    assert (
+        metrics.WATCH_RESTARTS.labels("sync-a", "Pod", "gone")._value.get()
+        + metrics.WATCH_RESTARTS.labels("sync-a", "Pod", "error")._value.get()
+        > gone_before
+    )
+
+
+def test_syncer_restart_resumes_without_duplicates_or_losses(
+    tenant_a: TenantUnderTest, super_client: client.ApiClient, syncers: SyncerThread
+) -> None:
+    make_pod(tenant_a, "restart", "kept")
+    make_pod(tenant_a, "restart", "removed-while-down")
+    wait_super_pod(super_client, tenant_a, "restart", "removed-while-down", 60)
+    syncers.remove("sync-a")
+    core = client.CoreV1Api(tenant_a.superuser)
+    core.delete_namespaced_pod("removed-while-down", "restart", grace_period_seconds=0)
+    make_pod(tenant_a, "restart", "created-while-down")
+    syncers.add(tenant_a, patrol_seconds=5)
+    wait_super_pod(super_client, tenant_a, "restart", "created-while-down", 60)
+    eventually(lambda: gone(lambda: super_pod_for(super_client, tenant_a, "restart", "removed-while-down")), 60)
+    names = [p.metadata.name for p in super_pods(super_client, tenant_a)]
+    assert len(names) == len(set(names))
+    assert super_pod_for(super_client, tenant_a, "restart", "kept")
