@@ -8,24 +8,30 @@ GitOps tool sees no drift.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from typing import Any
 
 import kopf
+import prometheus_client
 
 from stockade import naming
 from stockade.config import OperatorConfig
 from stockade.kube import Credentials, KubeClient
 from stockade.model import GROUP, PLURAL, VERSION
 from stockade.reconciler import TenantReconciler
+from stockade.status import Check
+from stockade.syncer.runner import WORKLOAD_SYNC_READY, run_tenant_syncer
+from stockade.syncer.syncer import SyncerPool
 
 RESYNC_SECONDS = float(os.environ.get("STOCKADE_RESYNC_SECONDS", "30"))
-_state: dict[str, TenantReconciler] = {}
+_state: dict[str, Any] = {}
+_tasks: list[asyncio.Task[None]] = []
 
 
 def reconciler() -> TenantReconciler:
-    return _state["reconciler"]
+    return _state["reconciler"]  # type: ignore[no-any-return]
 
 
 @kopf.on.startup()
@@ -42,10 +48,17 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = logging.INFO
     settings.batching.error_delays = [1, 2, 5, 10, 30, 60]
     _state["reconciler"] = TenantReconciler(KubeClient(Credentials.from_environment()), OperatorConfig.from_env())
+    pool = SyncerPool(workers=int(os.environ.get("STOCKADE_SYNC_WORKERS", "8")))
+    _state["pool"] = pool
+    _tasks.append(asyncio.create_task(pool.run(), name="syncer-workers"))
+    if port := os.environ.get("STOCKADE_METRICS_PORT"):
+        prometheus_client.start_http_server(int(port))
 
 
 @kopf.on.cleanup()
 async def close(**_: Any) -> None:
+    for task in _tasks:
+        task.cancel()
     if "reconciler" in _state:
         await _state.pop("reconciler").kube.close()
 
@@ -87,6 +100,31 @@ async def resumed(body: kopf.Body, **_: Any) -> None:
 async def resync(body: kopf.Body, **_: Any) -> None:
     """Level-based: repairs drift, renews certificates, and follows readiness."""
     await _reconcile(body)
+
+
+def _ready(status: kopf.Status, **_: Any) -> bool:
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL, when=_ready, cancellation_timeout=10)
+async def sync_workloads(body: kopf.Body, name: str, **_: Any) -> None:
+    """While the Tenant is Ready: its syncer mirrors workloads into the super cluster. kopf stops
+    it when the Tenant stops being Ready (suspended, degraded) or is deleted."""
+    events = _events(body)
+
+    async def report(ok: bool, message: str) -> None:
+        check = Check(WORKLOAD_SYNC_READY, ok, "Syncing" if ok else "TenantAPIUnreachable", message)
+        await reconciler().set_condition(name, check, events)
+
+    tenant = await reconciler().kube.get("stockade.dev/v1alpha1", "Tenant", name)
+    try:
+        await run_tenant_syncer(reconciler().kube, _state_pool(), tenant, reconciler().config.runtime_class, report)
+    finally:
+        await report(False, "the syncer is stopped while the tenant is not Ready")
+
+
+def _state_pool() -> SyncerPool:
+    return _state["pool"]  # type: ignore[no-any-return]
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)

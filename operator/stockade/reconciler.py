@@ -404,7 +404,10 @@ class TenantReconciler:
         meta = body["metadata"]
         name, generation = meta["name"], meta.get("generation")
         ready = st.ready_check(observed.checks, spec.suspended)
-        conditions = st.merge_conditions(previous.conditions, [ready, *observed.checks], generation)
+        # Conditions owned by others (the syncer's WorkloadSyncReady) are kept as they are.
+        conditions = _keep_others(
+            previous, st.merge_conditions(previous.conditions, [ready, *observed.checks], generation)
+        )
         ever_ready = previous.version is not None
         phase = st.phase(
             ready=ready.ok is True,
@@ -452,6 +455,18 @@ class TenantReconciler:
         await self.kube.patch_merge(
             "stockade.dev/v1alpha1", "Tenant", body["metadata"]["name"], patch, subresource="status"
         )
+
+    async def set_condition(self, name: str, check: st.Check, events: EventSink) -> None:
+        """Set one condition owned by someone else than the pass (e.g. the syncer's health)."""
+        async with self.lock(name):
+            body = await self.kube.get_or_none("stockade.dev/v1alpha1", "Tenant", name)
+            if body is None or body["metadata"].get("deletionTimestamp"):
+                return
+            previous = TenantStatus.model_validate(body.get("status") or {})
+            generation = body["metadata"].get("generation")
+            updated = st.merge_conditions(previous.conditions, [check], generation)
+            new = previous.model_copy(update={"conditions": _keep_others(previous, updated)})
+            await self._patch_status(body, previous, new, events)
 
     # -- deletion --------------------------------------------------------------------------------
 

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import base64
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from stockade.kube import Credentials
@@ -21,6 +20,8 @@ from tests.integration.syncer_fixtures import SyncerThread, TenantUnderTest, pro
 
 pytestmark = pytest.mark.integration
 PAUSE = "registry.k8s.io/pause:3.10"
+POD_NAME_ENV = {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}
+WEB_CONTAINER = {"name": "app", "image": PAUSE, "env": [POD_NAME_ENV]}
 RESTRICTED_CONTAINER = {
     "name": "app", "image": PAUSE,
     "securityContext": {"allowPrivilegeEscalation": False, "runAsNonRoot": True, "runAsUser": 1000,
@@ -122,9 +123,7 @@ def test_deployment_pods_run_sandboxed_without_super_credentials(
         "spec": {
             "replicas": 2,
             "selector": {"matchLabels": {"app": "web"}},
-            "template": {"metadata": {"labels": {"app": "web"}},
-                         "spec": {"containers": [{"name": "app", "image": PAUSE,
-                                                  "env": [{"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]}]}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [WEB_CONTAINER]}},
         },
     }  # fmt: skip
     client.AppsV1Api(tenant_a.superuser).create_namespaced_deployment("web", deployment)
@@ -331,7 +330,7 @@ def test_two_tenants_never_collide(
     # Each tenant's syncer identity cannot even authenticate to the other's API server.
     crossed = client.Configuration()
     crossed.host = tenant_b.plane.server
-    crossed.verify_ssl = False
+    crossed.ssl_ca_cert = str(tenant_b.plane.dir / "pki" / "ca.crt")
     leaf = tenant_a.syncer_credentials()
     cert = tenant_a.plane.dir / "syncer-a.crt"
     key = tenant_a.plane.dir / "syncer-a.key"
