@@ -28,8 +28,8 @@ crds: venv ## Regenerate crds/ from the pydantic model
 	$(PY) -m stockade.crd
 
 lint: venv ## ruff and mypy
-	$(VENV)/bin/ruff check operator tests
-	$(VENV)/bin/ruff format --check operator tests
+	$(VENV)/bin/ruff check operator tests bench
+	$(VENV)/bin/ruff format --check operator tests bench
 	$(VENV)/bin/mypy
 
 unit: venv ## Unit tests: pure logic, no processes

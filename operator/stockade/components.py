@@ -114,36 +114,34 @@ def etcd_args(f: EtcdFlags) -> list[str]:
     return args
 
 
-def controller_manager_args(
-    *, kubeconfig: str, pki_dir: str, secure_port: int, leader_elect: bool, bind_address: str = "0.0.0.0"
-) -> list[str]:
+def _controller_args(kubeconfig: str, secure_port: int, leader_elect: bool, bind_address: str) -> list[str]:
+    """What the controller-manager and the scheduler share: one kubeconfig for everything."""
     return [
         f"--kubeconfig={kubeconfig}",
         f"--authentication-kubeconfig={kubeconfig}",
         f"--authorization-kubeconfig={kubeconfig}",
         f"--bind-address={bind_address}",
         f"--secure-port={secure_port}",
+        f"--leader-elect={'true' if leader_elect else 'false'}",
+        "--profiling=false",
+        "--v=1",
+    ]
+
+
+def controller_manager_args(
+    *, kubeconfig: str, pki_dir: str, secure_port: int, leader_elect: bool, bind_address: str = "0.0.0.0"
+) -> list[str]:
+    return [
+        *_controller_args(kubeconfig, secure_port, leader_elect, bind_address),
         f"--service-account-private-key-file={pki_dir}/sa.key",
         f"--root-ca-file={pki_dir}/{certs.CLUSTER_CA}.crt",
         "--use-service-account-credentials=true",
         # No CSR signing: the cluster CA's key never leaves the operator.
         "--controllers=*,-csrsigning",
-        f"--leader-elect={'true' if leader_elect else 'false'}",
-        "--profiling=false",
-        "--v=1",
     ]
 
 
 def scheduler_args(
     *, kubeconfig: str, secure_port: int, leader_elect: bool, bind_address: str = "0.0.0.0"
 ) -> list[str]:
-    return [
-        f"--kubeconfig={kubeconfig}",
-        f"--authentication-kubeconfig={kubeconfig}",
-        f"--authorization-kubeconfig={kubeconfig}",
-        f"--bind-address={bind_address}",
-        f"--secure-port={secure_port}",
-        f"--leader-elect={'true' if leader_elect else 'false'}",
-        "--profiling=false",
-        "--v=1",
-    ]
+    return _controller_args(kubeconfig, secure_port, leader_elect, bind_address)

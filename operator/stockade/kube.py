@@ -179,7 +179,9 @@ class KubeClient:
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self._ssl, limit=32))
+            # No connection limit: with HTTP/1.1 every open watch holds a connection of its own, and
+            # one super-cluster client serves the watches of every tenant's syncer.
+            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=self._ssl, limit=0))
         return self._session
 
     async def close(self) -> None:

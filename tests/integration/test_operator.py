@@ -416,3 +416,32 @@ def test_kubeconfig_command(
     )
     assert missing.returncode == 1
     assert "no Tenant named 'nobody'" in missing.stderr
+
+
+def test_version_upgrade_rolls_the_control_plane(
+    super_client: client.ApiClient, stockade_operator: RunningOperator
+) -> None:
+    create_tenant(super_client, tenant_body("upgrading", {"kubernetes": {"version": "v1.33.9"}}))
+    wait_observed(super_client, "upgrading")
+    apps = client.AppsV1Api(super_client)
+    cp = naming.control_plane_namespace("upgrading")
+
+    def images() -> dict[str, str]:
+        found = {d: apps.read_namespaced_deployment(d, cp).spec.template.spec.containers[0].image
+                 for d in CONTROL_PLANE_DEPLOYMENTS}  # fmt: skip
+        found["etcd"] = apps.read_namespaced_stateful_set("etcd", cp).spec.template.spec.containers[0].image
+        return found
+
+    assert images()["kube-apiserver"] == "registry.k8s.io/kube-apiserver:v1.33.9"
+    assert images()["etcd"] == "registry.k8s.io/etcd:3.5.21-0"
+    patch_tenant(super_client, "upgrading", {"spec": {"kubernetes": {"version": "v1.34.4"}}})
+    wait_observed(super_client, "upgrading")
+    assert images() == {
+        "kube-apiserver": "registry.k8s.io/kube-apiserver:v1.34.4",
+        "kube-controller-manager": "registry.k8s.io/kube-controller-manager:v1.34.4",
+        "kube-scheduler": "registry.k8s.io/kube-scheduler:v1.34.4",
+        "etcd": "registry.k8s.io/etcd:3.6.4-0",
+    }
+    # The API server rolls without losing capacity (a surge of one, none unavailable).
+    strategy = apps.read_namespaced_deployment("kube-apiserver", cp).spec.strategy.rolling_update
+    assert (strategy.max_surge, strategy.max_unavailable) == (1, 0)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from typing import Any
 
 import pytest
@@ -14,6 +13,7 @@ from kubernetes.client.rest import ApiException
 from stockade.testbed import find_binary
 from stockade.testbed.binaries import kubernetes_version
 from stockade.testbed.controlplane import LocalControlPlane
+from tests.integration.conftest import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -45,21 +45,6 @@ WIDGET_CRD: dict[str, Any] = {
         ],
     },
 }
-
-
-def eventually(check: Any, timeout: float = 60.0, interval: float = 0.5) -> Any:
-    """Retry `check` until it returns a truthy value; fail with its last result or error."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-            if last:
-                return last
-        except ApiException as error:
-            last = error
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s; last result: {last!r}")
 
 
 def make_namespace(api: client.ApiClient, name: str) -> None:

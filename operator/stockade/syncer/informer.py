@@ -29,6 +29,12 @@ class GoneError(Exception):
     """The watch's resourceVersion is too old (HTTP 410): list again."""
 
 
+def slim(obj: dict[str, Any]) -> dict[str, Any]:
+    """Drop what the syncer never reads (managedFields are often half an object's size)."""
+    obj.get("metadata", {}).pop("managedFields", None)
+    return obj
+
+
 def key_of(obj: dict[str, Any]) -> Key:
     meta = obj["metadata"]
     return meta.get("namespace", ""), meta["name"]
@@ -73,6 +79,7 @@ class Informer:
             self.api_version, self.kind, self.namespace, label_selector=self.label_selector
         )
         for item in items:  # list responses leave kind and apiVersion out of the items
+            slim(item)
             item.setdefault("kind", self.kind)
             item.setdefault("apiVersion", self.api_version)
         fresh = {key_of(item): item for item in items}
@@ -96,7 +103,7 @@ class Informer:
             timeout_seconds=self.watch_seconds,
             read_timeout=self.read_timeout,
         ):
-            kind, obj = event.get("type"), event.get("object") or {}
+            kind, obj = event.get("type"), slim(event.get("object") or {})
             if kind == "ERROR":
                 if obj.get("code") == 410:
                     raise GoneError(obj.get("message", "410 Gone"))
