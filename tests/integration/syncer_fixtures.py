@@ -75,7 +75,12 @@ class SyncerThread:
     def stop(self) -> None:
         for name in list(self.tasks):
             self.remove(name)
-        self.loop.call_soon_threadsafe(self._pool_task.cancel)
+
+        async def stop_pool() -> None:
+            self._pool_task.cancel()
+            await asyncio.gather(self._pool_task, return_exceptions=True)
+
+        self.call(stop_pool())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
 

@@ -397,3 +397,38 @@ def test_syncer_restart_resumes_without_duplicates_or_losses(
     names = [p.metadata.name for p in super_pods(super_client, tenant_a)]
     assert len(names) == len(set(names))
     assert super_pod_for(super_client, tenant_a, "restart", "kept")
+
+
+def test_events_about_super_pods_reach_the_tenant(tenant_a: TenantUnderTest, super_client: client.ApiClient) -> None:
+    make_pod(tenant_a, "events", "watched")
+    shadow = wait_super_pod(super_client, tenant_a, "events", "watched", 60)
+    # What a kubelet would post about the super pod.
+    client.CoreV1Api(super_client).create_namespaced_event(tenant_a.workloads_namespace, {
+        "metadata": {"name": f"{shadow.metadata.name}.pulled"},
+        "involvedObject": {"apiVersion": "v1", "kind": "Pod", "name": shadow.metadata.name,
+                           "namespace": tenant_a.workloads_namespace, "uid": shadow.metadata.uid},
+        "reason": "Pulled", "message": "Successfully pulled image", "type": "Normal",
+        "source": {"component": "kubelet", "host": "super-node-7"},
+    })  # fmt: skip
+    core = client.CoreV1Api(tenant_a.superuser)
+
+    def forwarded() -> Any:
+        events = core.list_namespaced_event("events", field_selector="involvedObject.name=watched").items
+        return next((e for e in events if e.reason == "Pulled"), None)
+
+    event = eventually(forwarded, 30, what="event forwarded")
+    assert event.message == "Successfully pulled image"
+    assert event.involved_object.uid == core.read_namespaced_pod("watched", "events").metadata.uid
+    assert event.source.host == "stockade-sync-a"  # the super node's name stays hidden
+
+
+def test_persistent_volume_claims_are_synced_down(tenant_a: TenantUnderTest, super_client: client.ApiClient) -> None:
+    ensure_namespace(tenant_a, "storage")
+    claim = {"metadata": {"name": "data"},
+             "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}  # fmt: skip
+    client.CoreV1Api(tenant_a.superuser).create_namespaced_persistent_volume_claim("storage", claim)
+    super_core = client.CoreV1Api(super_client)
+    name, ns = tr.super_name("storage", "data"), tenant_a.workloads_namespace
+    shadow = eventually(lambda: super_core.read_namespaced_persistent_volume_claim(name, ns), 30)
+    assert shadow.spec.resources.requests == {"storage": "1Gi"}
+    assert shadow.spec.access_modes == ["ReadWriteOnce"]
