@@ -53,6 +53,7 @@ _KINDS = [
     Kind("v1", "Event", "events"),
     Kind("v1", "Endpoints", "endpoints"),
     Kind("v1", "PersistentVolumeClaim", "persistentvolumeclaims"),
+    Kind("v1", "PersistentVolume", "persistentvolumes", namespaced=False),
     Kind("v1", "ResourceQuota", "resourcequotas"),
     Kind("v1", "LimitRange", "limitranges"),
     Kind("v1", "Node", "nodes", namespaced=False),

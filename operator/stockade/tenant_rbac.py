@@ -30,6 +30,8 @@ SYNCER_RULES: list[dict[str, Any]] = [
     {"apiGroups": [""], "resources": ["nodes", "nodes/status"],
      "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
     {"apiGroups": [""], "resources": ["serviceaccounts/token"], "verbs": ["create"]},
+    # Records of the super cluster's volumes, so tenant claims bind (see translate.tenant_volume).
+    {"apiGroups": [""], "resources": ["persistentvolumes"], "verbs": ["create", "delete"]},
     {"apiGroups": ["", "events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
     {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["get", "list", "watch"]},
     {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],

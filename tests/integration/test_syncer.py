@@ -422,7 +422,7 @@ def test_events_about_super_pods_reach_the_tenant(tenant_a: TenantUnderTest, sup
     assert event.source.host == "stockade-sync-a"  # the super node's name stays hidden
 
 
-def test_persistent_volume_claims_are_synced_down(tenant_a: TenantUnderTest, super_client: client.ApiClient) -> None:
+def test_persistent_volume_claims_down_and_bound_up(tenant_a: TenantUnderTest, super_client: client.ApiClient) -> None:
     ensure_namespace(tenant_a, "storage")
     claim = {"metadata": {"name": "data"},
              "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}  # fmt: skip
@@ -432,3 +432,20 @@ def test_persistent_volume_claims_are_synced_down(tenant_a: TenantUnderTest, sup
     shadow = eventually(lambda: super_core.read_namespaced_persistent_volume_claim(name, ns), 30)
     assert shadow.spec.resources.requests == {"storage": "1Gi"}
     assert shadow.spec.access_modes == ["ReadWriteOnce"]
+    # What the super cluster's volume binder does once a volume is provisioned.
+    super_core.patch_namespaced_persistent_volume_claim(name, ns, {"spec": {"volumeName": "pvc-super-volume"}})
+    super_core.patch_namespaced_persistent_volume_claim_status(
+        name, ns, {"status": {"phase": "Bound", "accessModes": ["ReadWriteOnce"], "capacity": {"storage": "1Gi"}}}
+    )
+    tenant_core = client.CoreV1Api(tenant_a.superuser)
+
+    def bound() -> bool:
+        status = tenant_core.read_namespaced_persistent_volume_claim("data", "storage").status
+        return status.phase == "Bound" and status.capacity == {"storage": "1Gi"}
+
+    eventually(bound, 60, what="tenant claim bound by its own binder")
+    volume = tenant_core.read_persistent_volume(f"pv-{name}")
+    assert volume.spec.csi.volume_handle == name and volume.spec.claim_ref.name == "data"
+    tenant_core.delete_namespaced_persistent_volume_claim("data", "storage")
+    eventually(lambda: gone(lambda: tenant_core.read_persistent_volume(f"pv-{name}")), 60, what="tenant volume removed")
+    eventually(lambda: gone(lambda: super_core.read_namespaced_persistent_volume_claim(name, ns)), 60)

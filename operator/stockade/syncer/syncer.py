@@ -138,6 +138,7 @@ class TenantSyncer:
             on_change=self._super_event,
         )
         self._told: dict[str, str] = {}  # tenant uid -> last warning posted
+        self._tenant_volumes: dict[str, str] = {}  # tenant PersistentVolumes published -> claim uid
 
     # -- health ----------------------------------------------------------------------------------
 
@@ -408,6 +409,11 @@ class TenantSyncer:
         stale = shadow is not None and (
             obj is None or shadow["metadata"]["annotations"].get(tr.ANNOTATION_UID) != obj["metadata"]["uid"]
         )
+        if kind == "PersistentVolumeClaim" and (obj is None or obj["metadata"].get("deletionTimestamp")):
+            # The claim is going: so is the tenant's record of its volume.
+            volume = tr.tenant_volume_name(namespace, name)
+            if await self.tenant_api.delete("v1", "PersistentVolume", volume):
+                self._tenant_volumes.pop(volume, None)
         if stale or (obj is not None and shadow is not None and obj["metadata"].get("deletionTimestamp")):
             await self._delete_super(kind, shadow)  # type: ignore[arg-type]
             return
@@ -448,19 +454,30 @@ class TenantSyncer:
         return None
 
     async def _up_sync_status(self, kind: str, obj: Mapping[str, Any], shadow: Mapping[str, Any]) -> None:
-        if kind == "Service":
-            status = {"loadBalancer": (shadow.get("status") or {}).get("loadBalancer") or {}}
-        else:
-            status = {
-                k: v for k, v in (shadow.get("status") or {}).items() if k in ("phase", "capacity", "accessModes")
-            }
-        if not status or _subset(status, obj.get("status") or {}) or status == {"loadBalancer": {}}:
+        if kind == "PersistentVolumeClaim":
+            await self._publish_volume(obj, shadow)
+            return
+        status = {"loadBalancer": (shadow.get("status") or {}).get("loadBalancer") or {}}
+        if _subset(status, obj.get("status") or {}) or status == {"loadBalancer": {}}:
             return
         meta = obj["metadata"]
         await self.tenant_api.patch_merge(
             "v1", kind, meta["name"], {"status": status}, meta["namespace"], subresource="status"
         )
         metrics.SYNCED.labels(self.tenant, kind, "up").inc()
+
+    async def _publish_volume(self, claim: Mapping[str, Any], shadow: Mapping[str, Any]) -> None:
+        """Once the super claim is bound, a PersistentVolume in the tenant stands for its volume, so
+        the tenant's own volume binder binds the tenant claim (and keeps it bound)."""
+        if (shadow.get("status") or {}).get("phase") != "Bound":
+            return
+        volume = tr.tenant_volume(claim, shadow)
+        if self._tenant_volumes.get(volume["metadata"]["name"]) == claim["metadata"]["uid"]:
+            return
+        with contextlib.suppress(ApiError):  # 409: it exists already
+            await self.tenant_api.create(volume)
+            metrics.SYNCED.labels(self.tenant, "PersistentVolume", "up").inc()
+        self._tenant_volumes[volume["metadata"]["name"]] = claim["metadata"]["uid"]
 
     # -- events ----------------------------------------------------------------------------------
 

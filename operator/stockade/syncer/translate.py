@@ -435,6 +435,40 @@ def tenant_pod_status(super_pod: Mapping[str, Any], virtual_node_ip: str) -> dic
     return out
 
 
+VOLUME_DRIVER = "volumes.stockade.dev"
+
+
+def tenant_volume_name(namespace: str, name: str) -> str:
+    return naming.fit(f"pv-{super_name(namespace, name)}")
+
+
+def tenant_volume(claim: Mapping[str, Any], super_claim: Mapping[str, Any]) -> dict[str, Any]:
+    """A tenant PersistentVolume standing for the super cluster's volume of a bound claim, pre-bound
+    to the tenant claim. Its source names a driver no tenant node has: it is a record, never mounted."""
+    meta = claim["metadata"]
+    status = super_claim.get("status") or {}
+    spec: dict[str, Any] = {
+        "capacity": status.get("capacity") or claim["spec"].get("resources", {}).get("requests", {}),
+        "accessModes": status.get("accessModes") or claim["spec"].get("accessModes") or ["ReadWriteOnce"],
+        # The syncer deletes it with its claim; the tenant's controllers must not try to.
+        "persistentVolumeReclaimPolicy": "Retain",
+        "claimRef": {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "namespace": meta["namespace"],
+                     "name": meta["name"], "uid": meta["uid"]},
+        "csi": {"driver": VOLUME_DRIVER, "volumeHandle": super_claim["metadata"]["name"]},
+    }  # fmt: skip
+    if claim["spec"].get("storageClassName"):
+        spec["storageClassName"] = claim["spec"]["storageClassName"]
+    if claim["spec"].get("volumeMode"):
+        spec["volumeMode"] = claim["spec"]["volumeMode"]
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": tenant_volume_name(meta["namespace"], meta["name"]),
+                     "labels": {LABEL_SYNCED: "true", LABEL_NAMESPACE: meta["namespace"]}},
+        "spec": spec,
+    }  # fmt: skip
+
+
 def rejected_condition(message: str, now: str) -> dict[str, Any]:
     return {
         "type": "PodScheduled",
