@@ -61,27 +61,28 @@ def leaf_requests(
 ) -> dict[str, tuple[str, pki.CertificateRequest]]:
     """Every leaf certificate of a control plane, as (signing CA, request)."""
 
-    def req(common_name: str, **kwargs: object) -> pki.CertificateRequest:
-        return pki.CertificateRequest(common_name=common_name, validity=validity, **kwargs)  # type: ignore[arg-type]
+    def client(common_name: str, *organizations: str) -> pki.CertificateRequest:
+        return pki.CertificateRequest(common_name, organizations, client=True, validity=validity)
 
-    etcd_names = {"dns_names": names.etcd_dns, "ip_addresses": names.etcd_ips}
+    def server(
+        common_name: str, dns: tuple[str, ...], ips: tuple[str, ...], *, also_client: bool = False
+    ) -> pki.CertificateRequest:
+        return pki.CertificateRequest(
+            common_name, server=True, client=also_client, dns_names=dns, ip_addresses=ips, validity=validity
+        )
+
     return {
-        APISERVER: (
-            CLUSTER_CA,
-            req("kube-apiserver", server=True, dns_names=names.apiserver_dns, ip_addresses=names.apiserver_ips),
-        ),
-        APISERVER_KUBELET_CLIENT: (
-            CLUSTER_CA,
-            req("kube-apiserver-kubelet-client", organizations=("system:kubelet-api-admins",), client=True),
-        ),
-        APISERVER_ETCD_CLIENT: (ETCD_CA, req("kube-apiserver-etcd-client", client=True)),
-        ETCD_SERVER: (ETCD_CA, req("etcd-server", server=True, client=True, **etcd_names)),
-        ETCD_PEER: (ETCD_CA, req("etcd-peer", server=True, client=True, **etcd_names)),
-        FRONT_PROXY_CLIENT: (FRONT_PROXY_CA, req("front-proxy-client", client=True)),
-        CONTROLLER_MANAGER: (CLUSTER_CA, req("system:kube-controller-manager", client=True)),
-        SCHEDULER: (CLUSTER_CA, req("system:kube-scheduler", client=True)),
-        ADMIN: (CLUSTER_CA, req(ADMIN_USER, organizations=(ADMIN_GROUP,), client=True)),
-        SYNCER: (CLUSTER_CA, req(SYNCER_USER, client=True)),
+        APISERVER: (CLUSTER_CA, server("kube-apiserver", names.apiserver_dns, names.apiserver_ips)),
+        APISERVER_KUBELET_CLIENT: (CLUSTER_CA, client("kube-apiserver-kubelet-client", "system:kubelet-api-admins")),
+        APISERVER_ETCD_CLIENT: (ETCD_CA, client("kube-apiserver-etcd-client")),
+        # etcd members are clients of each other too.
+        ETCD_SERVER: (ETCD_CA, server("etcd-server", names.etcd_dns, names.etcd_ips, also_client=True)),
+        ETCD_PEER: (ETCD_CA, server("etcd-peer", names.etcd_dns, names.etcd_ips, also_client=True)),
+        FRONT_PROXY_CLIENT: (FRONT_PROXY_CA, client("front-proxy-client")),
+        CONTROLLER_MANAGER: (CLUSTER_CA, client("system:kube-controller-manager")),
+        SCHEDULER: (CLUSTER_CA, client("system:kube-scheduler")),
+        ADMIN: (CLUSTER_CA, client(ADMIN_USER, ADMIN_GROUP)),
+        SYNCER: (CLUSTER_CA, client(SYNCER_USER)),
     }
 
 
