@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import subprocess
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -355,30 +356,71 @@ def test_watch_recovers_from_compaction_and_apiserver_restart(
 ) -> None:
     from stockade.syncer import metrics
 
-    gone_before = metrics.WATCH_RESTARTS.labels("sync-a", "Pod", "gone")._value.get()
+    error_before = metrics.WATCH_RESTARTS.labels("sync-a", "Pod", "error")._value.get()
     core = client.CoreV1Api(tenant_a.superuser)
     ensure_namespace(tenant_a, "churn")
     for i in range(30):
         core.create_namespaced_config_map("churn", {"metadata": {"name": f"c{i}"}})
-    etcdctl = [str(find_binary("etcdctl")), f"--endpoints=https://127.0.0.1:{tenant_a.plane.etcd_port}",
-               f"--cacert={tenant_a.plane.dir / 'pki' / 'etcd-ca.crt'}",
-               f"--cert={tenant_a.plane.dir / 'pki' / 'apiserver-etcd-client.crt'}",
-               f"--key={tenant_a.plane.dir / 'pki' / 'apiserver-etcd-client.key'}"]  # fmt: skip
-    status = subprocess.run([*etcdctl, "endpoint", "status", "-w", "json"], capture_output=True, text=True, check=True)
-    import json
-
-    revision = json.loads(status.stdout)[0]["Status"]["header"]["revision"]
-    subprocess.run([*etcdctl, "compact", str(revision)], capture_output=True, text=True, check=True)
+    compact(tenant_a)
     tenant_a.plane.restart_apiserver()
     eventually(lambda: any(not ok for ok, _ in syncers.health["sync-a"]), 60, what="degradation reported")
     make_pod(tenant_a, "churn", "after-restart")
     wait_super_pod(super_client, tenant_a, "churn", "after-restart", 90)
     eventually(lambda: syncers.health["sync-a"][-1][0] is True, 60, what="recovery reported")
-    assert (
-        metrics.WATCH_RESTARTS.labels("sync-a", "Pod", "gone")._value.get()
-        + metrics.WATCH_RESTARTS.labels("sync-a", "Pod", "error")._value.get()
-        > gone_before
-    )
+    assert metrics.WATCH_RESTARTS.labels("sync-a", "Pod", "error")._value.get() > error_before
+
+
+def compact(tenant: TenantUnderTest) -> int:
+    """Compact the tenant's etcd up to its current revision; returns the revision."""
+    pki_dir = tenant.plane.dir / "pki"
+    etcdctl = [
+        str(find_binary("etcdctl")),
+        f"--endpoints=https://127.0.0.1:{tenant.plane.etcd_port}",
+        f"--cacert={pki_dir / 'etcd-ca.crt'}",
+        f"--cert={pki_dir / 'apiserver-etcd-client.crt'}",
+        f"--key={pki_dir / 'apiserver-etcd-client.key'}",
+    ]
+    status = subprocess.run([*etcdctl, "endpoint", "status", "-w", "json"], capture_output=True, text=True, check=True)
+    revision = int(json.loads(status.stdout)[0]["Status"]["header"]["revision"])
+    subprocess.run([*etcdctl, "compact", str(revision)], capture_output=True, text=True, check=True)
+    return revision
+
+
+def test_a_watch_from_a_compacted_version_is_gone_and_relisted(tenant_a: TenantUnderTest) -> None:
+    """The informer turns the server's 410 into a re-list (what a syncer whose watch broke across a
+    compaction meets)."""
+    import asyncio
+
+    from stockade.kube import KubeClient
+    from stockade.syncer.informer import GoneError, Informer
+
+    core = client.CoreV1Api(tenant_a.superuser)
+    ensure_namespace(tenant_a, "compacted")
+    old_version = core.list_namespaced_config_map("compacted").metadata.resource_version
+    for i in range(20):
+        core.create_namespaced_config_map("compacted", {"metadata": {"name": f"c{i}"}})
+    revision = compact(tenant_a)
+    assert revision > int(old_version)
+    tenant_a.plane.restart_apiserver()  # a fresh watch cache: it starts after the compaction
+    eventually(lambda: core.list_namespaced_config_map("compacted"), 30)
+
+    async def scenario() -> tuple[type[BaseException] | None, int]:
+        async with KubeClient(tenant_a.syncer_credentials()) as kube:
+            informer = Informer(kube, "v1", "ConfigMap", tenant="sync-a", side="tenant",
+                                on_change=lambda *_: None, namespace="compacted")  # fmt: skip
+            informer.resource_version = old_version
+            raised: type[BaseException] | None = None
+            try:
+                await asyncio.wait_for(informer._watch(), 30)
+            except GoneError:
+                raised = GoneError
+            # What run() does next: list again, and the cache holds everything.
+            await informer._relist()
+            return raised, len(informer.cache)
+
+    raised, cached = asyncio.run(scenario())
+    assert raised is GoneError
+    assert cached >= 20
 
 
 def test_syncer_restart_resumes_without_duplicates_or_losses(

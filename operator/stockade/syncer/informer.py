@@ -130,6 +130,7 @@ class Informer:
                     self.on_health(True, "")
                 await self._watch()  # returns when the server ends the watch: resume from resourceVersion
                 backoff = 0.5
+                self.on_health(True, "")
             except GoneError:
                 log.info(
                     "%s %s %s: resourceVersion compacted away (410), listing again", self.tenant, self.side, self.kind
@@ -143,4 +144,6 @@ class Informer:
                 self.on_health(False, message)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
-                need_list = True
+                # A dropped connection resumes the watch where it was (the server replays what was
+                # missed, or answers 410 and we list again); an error answer lists again at once.
+                need_list = need_list or isinstance(error, ApiError) or not self.resource_version
