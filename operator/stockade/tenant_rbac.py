@@ -27,6 +27,8 @@ SYNCER_RULES: list[dict[str, Any]] = [
     {"apiGroups": [""], "resources": ["pods/status", "services/status", "persistentvolumeclaims/status"],
      "verbs": ["get", "update", "patch"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["delete"]},
+    # The super ClusterIP is published on tenant Services as an annotation.
+    {"apiGroups": [""], "resources": ["services"], "verbs": ["patch"]},
     {"apiGroups": [""], "resources": ["nodes", "nodes/status"],
      "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
     {"apiGroups": [""], "resources": ["serviceaccounts/token"], "verbs": ["create"]},

@@ -296,6 +296,12 @@ def test_services_configmaps_and_endpoints(tenant_a: TenantUnderTest, super_clie
     assert cm.data == {"a": "1"}
     web = eventually(lambda: super_core.read_namespaced_service(tr.super_name("svc", "web"), ns), 30)
     assert web.spec.selector == {"app": "web", tr.LABEL_NAMESPACE: "svc", "stockade.dev/tenant": "sync-a"}
+
+    def published_ip() -> Any:
+        annotations = core.read_namespaced_service("web", "svc").metadata.annotations or {}
+        return annotations.get(tr.ANNOTATION_SUPER_CLUSTER_IP)
+
+    assert eventually(published_ip, 30, what="super ClusterIP published") == web.spec.cluster_ip
     # ConfigMaps are synced whether or not a pod uses them; an update follows.
     core.patch_namespaced_config_map("settings", "svc", {"data": {"a": "2"}})
     eventually(

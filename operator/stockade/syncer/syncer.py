@@ -457,10 +457,17 @@ class TenantSyncer:
         if kind == "PersistentVolumeClaim":
             await self._publish_volume(obj, shadow)
             return
+        meta = obj["metadata"]
+        # The tenant Service keeps its own (immutable) ClusterIP; the one that carries traffic in the
+        # super cluster is published on it as an annotation (a tenant DNS will answer with it).
+        cluster_ip = (shadow.get("spec") or {}).get("clusterIP")
+        annotations = meta.get("annotations") or {}
+        if cluster_ip and annotations.get(tr.ANNOTATION_SUPER_CLUSTER_IP) != cluster_ip:
+            patch = {"metadata": {"annotations": {tr.ANNOTATION_SUPER_CLUSTER_IP: cluster_ip}}}
+            await self.tenant_api.patch_merge("v1", kind, meta["name"], patch, meta["namespace"])
         status = {"loadBalancer": (shadow.get("status") or {}).get("loadBalancer") or {}}
         if _subset(status, obj.get("status") or {}) or status == {"loadBalancer": {}}:
             return
-        meta = obj["metadata"]
         await self.tenant_api.patch_merge(
             "v1", kind, meta["name"], {"status": status}, meta["namespace"], subresource="status"
         )

@@ -19,6 +19,8 @@ from stockade import naming
 ANNOTATION_NAMESPACE = "stockade.dev/tenant-namespace"
 ANNOTATION_NAME = "stockade.dev/tenant-name"
 ANNOTATION_UID = "stockade.dev/tenant-uid"
+# On a tenant Service: the ClusterIP of its super-cluster counterpart.
+ANNOTATION_SUPER_CLUSTER_IP = "stockade.dev/super-cluster-ip"
 # Labels on super objects: ownership, and the tenant namespace (Service selectors use it).
 LABEL_SYNCED = "stockade.dev/synced"
 LABEL_NAMESPACE = "stockade.dev/tenant-namespace"
