@@ -46,8 +46,14 @@ async def run_tenant_syncer(
     tenant: dict[str, Any],
     runtime_class: str,
     report: Callable[[bool, str], Awaitable[None]],
+    *,
+    tenant_server: str | None = None,
 ) -> None:
-    """Runs until cancelled (kopf stops the daemon when the Tenant is no longer Ready)."""
+    """Runs until cancelled (kopf stops the daemon when the Tenant is no longer Ready).
+
+    `tenant_server` overrides where the tenant API server is reached (by default its Service
+    ClusterIP, like the reconciler: no cluster DNS needed); tests point it at a local process.
+    """
     name = tenant["metadata"]["name"]
     spec = TenantSpec.model_validate(tenant.get("spec") or {})
     namespace = naming.control_plane_namespace(name)
@@ -56,7 +62,7 @@ async def run_tenant_syncer(
     kubeconfig = yaml.safe_load(base64.b64decode(secret["data"]["kubeconfig"]))
     cluster_ip = service["spec"]["clusterIP"]
     # Like the reconciler, reach the tenant through its Service ClusterIP (no cluster DNS needed).
-    kubeconfig["clusters"][0]["cluster"]["server"] = f"https://{cluster_ip}:{naming.APISERVER_PORT}"
+    kubeconfig["clusters"][0]["cluster"]["server"] = tenant_server or f"https://{cluster_ip}:{naming.APISERVER_PORT}"
     credentials = Credentials.from_kubeconfig(kubeconfig)
     tenant_kube = KubeClient(credentials)
     reports: asyncio.Queue[tuple[bool, str]] = asyncio.Queue()
