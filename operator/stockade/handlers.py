@@ -16,7 +16,7 @@ from typing import Any
 import kopf
 import prometheus_client
 
-from stockade import naming
+from stockade import logs, naming
 from stockade.config import OperatorConfig
 from stockade.kube import Credentials, KubeClient
 from stockade.model import GROUP, PLURAL, VERSION
@@ -36,6 +36,7 @@ def reconciler() -> TenantReconciler:
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    logs.configure(os.environ.get("STOCKADE_LOG_FORMAT", "text"))
     settings.persistence.finalizer = naming.FINALIZER
     # Tenants are the only resource: no need to scan CRDs (and no RBAC to read them).
     settings.scanning.disabled = True

@@ -22,6 +22,7 @@ from stockade import naming, render, tenant_rbac
 from stockade import status as st
 from stockade.config import OperatorConfig
 from stockade.kube import ApiError, Credentials, KubeClient
+from stockade.logs import about
 from stockade.model import (
     Endpoint,
     Phase,
@@ -162,6 +163,7 @@ class TenantReconciler:
                             kind,
                             namespace,
                             meta["name"],
+                            extra=about(name, kind, namespace, meta["name"]),
                         )
                         await self.kube.delete(api_version, kind, meta["name"], namespace, uid=meta["uid"])
 
@@ -237,7 +239,7 @@ class TenantReconciler:
             for secret in render.pki_secrets(inp, plan.bundle):
                 await self.kube.apply(secret)
             summary = ", ".join(f"{n} ({why})" for n, why in sorted(plan.reissued.items()))
-            log.info("tenant %s: issued %s", name, summary)
+            log.info("tenant %s: issued %s", name, summary, extra=about(name, "Secret", namespace))
             observed.warnings.append(("CertificatesIssued", f"issued: {summary}"))
         for secret in render.kubeconfig_secrets(inp, plan.bundle, external):
             await self.kube.apply(secret)

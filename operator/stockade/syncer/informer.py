@@ -18,6 +18,7 @@ from typing import Any
 import aiohttp
 
 from stockade.kube import ApiError, KubeClient
+from stockade.logs import about
 from stockade.syncer import metrics
 
 log = logging.getLogger("stockade.syncer.informer")
@@ -133,14 +134,18 @@ class Informer:
                 self.on_health(True, "")
             except GoneError:
                 log.info(
-                    "%s %s %s: resourceVersion compacted away (410), listing again", self.tenant, self.side, self.kind
-                )
+                    "%s %s %s: resourceVersion compacted away (410), listing again",
+                    self.tenant, self.side, self.kind, extra=about(self.tenant, self.kind),
+                )  # fmt: skip
                 metrics.WATCH_RESTARTS.labels(self.tenant, self.kind, "gone").inc()
                 need_list = True
             except (aiohttp.ClientError, TimeoutError, OSError, ApiError) as error:
                 metrics.WATCH_RESTARTS.labels(self.tenant, self.kind, "error").inc()
                 message = f"{self.side} API server: {type(error).__name__}: {error}"
-                log.warning("%s %s %s: %s; retrying in %.1fs", self.tenant, self.side, self.kind, message, backoff)
+                log.warning(
+                    "%s %s %s: %s; retrying in %.1fs",
+                    self.tenant, self.side, self.kind, message, backoff, extra=about(self.tenant, self.kind),
+                )  # fmt: skip
                 self.on_health(False, message)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)

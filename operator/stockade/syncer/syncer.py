@@ -22,6 +22,7 @@ import aiohttp
 
 from stockade import naming
 from stockade.kube import ApiError, KubeClient
+from stockade.logs import about
 from stockade.syncer import metrics
 from stockade.syncer import translate as tr
 from stockade.syncer.informer import Informer, Key
@@ -216,7 +217,9 @@ class TenantSyncer:
             if error.status == 404 or error.status == 409:
                 return  # gone or changed meanwhile: the next event brings the key back
             metrics.ERRORS.labels(self.tenant, kind).inc()
-            log.warning("tenant=%s kind=%s key=%s/%s: %s", self.tenant, kind, key[0], key[1], error)
+            log.warning(
+                "tenant=%s kind=%s key=%s/%s: %s", self.tenant, kind, *key, error, extra=about(self.tenant, kind, *key)
+            )
             if error.status >= 500 or error.status in (403, 429):
                 # Transient (or e.g. a ServiceAccount not synced yet): retry soon. Other errors wait
                 # for the next change or the patrol, so a bad object cannot spin the queue.
@@ -225,7 +228,9 @@ class TenantSyncer:
         except (aiohttp.ClientError, OSError, TimeoutError) as error:
             # The API server is unreachable or restarting: retry after a pause.
             metrics.ERRORS.labels(self.tenant, kind).inc()
-            log.warning("tenant=%s kind=%s key=%s/%s: %s", self.tenant, kind, key[0], key[1], error)
+            log.warning(
+                "tenant=%s kind=%s key=%s/%s: %s", self.tenant, kind, *key, error, extra=about(self.tenant, kind, *key)
+            )
             await asyncio.sleep(1.0)
             await self.queue.put(self.tenant, item)
         finally:
@@ -265,8 +270,9 @@ class TenantSyncer:
                 # It ran, and its super pod disappeared (evicted, deleted): let the tenant's
                 # controllers replace it.
                 log.info(
-                    "tenant=%s pod %s/%s lost its super pod; deleting it in the tenant", self.tenant, namespace, name
-                )
+                    "tenant=%s pod %s/%s lost its super pod; deleting it in the tenant",
+                    self.tenant, namespace, name, extra=about(self.tenant, "Pod", namespace, name),
+                )  # fmt: skip
                 await self.tenant_api.delete("v1", "Pod", name, namespace, uid=pod["metadata"]["uid"], grace_seconds=0)
                 return
             await self._create_super_pod(pod)
@@ -288,7 +294,10 @@ class TenantSyncer:
             return
         metrics.REFUSED.labels(self.tenant, "Pod").inc()
         meta = pod["metadata"]
-        log.info("tenant=%s pod %s/%s refused: %s", self.tenant, meta["namespace"], meta["name"], reason)
+        log.info(
+            "tenant=%s pod %s/%s refused: %s", self.tenant, meta["namespace"], meta["name"], reason,
+            extra=about(self.tenant, "Pod", meta["namespace"], meta["name"]),
+        )  # fmt: skip
         others = [c for c in conditions if c.get("type") != "PodScheduled"]
         await self.tenant_api.patch_merge(
             "v1",
@@ -521,7 +530,7 @@ class TenantSyncer:
         try:
             await self.tenant_api.create(event)
         except ApiError as error:
-            log.warning("tenant=%s: cannot post event: %s", self.tenant, error)
+            log.warning("tenant=%s: cannot post event: %s", self.tenant, error, extra=about(self.tenant, "Event"))
 
     async def _forward_event(self, event: Mapping[str, Any]) -> None:
         """An Event about a super pod becomes an Event about the tenant pod (idempotent by name)."""
@@ -566,7 +575,9 @@ class TenantSyncer:
             try:
                 await self._publish_node()
             except (ApiError, OSError, TimeoutError) as error:
-                log.warning("tenant=%s: virtual node heartbeat failed: %s", self.tenant, error)
+                log.warning(
+                    "tenant=%s: virtual node heartbeat failed: %s", self.tenant, error, extra=about(self.tenant, "Node")
+                )
             await asyncio.sleep(self.heartbeat_seconds)
 
     async def _publish_node(self) -> None:
@@ -618,4 +629,4 @@ class SyncerPool:
                 await syncer.handle(item)  # type: ignore[arg-type]
             except Exception:
                 # A bug in one handler must not take a worker (and with it every tenant) down.
-                log.exception("tenant=%s: unexpected error handling %s", tenant, item)
+                log.exception("tenant=%s: unexpected error handling %s", tenant, item, extra=about(tenant))
