@@ -120,6 +120,11 @@ async def sync_workloads(body: kopf.Body, name: str, **_: Any) -> None:
     tenant = await reconciler().kube.get("stockade.dev/v1alpha1", "Tenant", name)
     try:
         await run_tenant_syncer(reconciler().kube, _state_pool(), tenant, reconciler().config.runtime_class, report)
+    except (asyncio.CancelledError, kopf.TemporaryError):
+        raise
+    except Exception as error:
+        # kopf restarts a daemon that raises a temporary error: a crashed syncer comes back.
+        raise kopf.TemporaryError(f"the syncer stopped: {error}", delay=10) from error
     finally:
         await report(False, "the syncer is stopped while the tenant is not Ready")
 

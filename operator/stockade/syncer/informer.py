@@ -139,7 +139,9 @@ class Informer:
                 )  # fmt: skip
                 metrics.WATCH_RESTARTS.labels(self.tenant, self.kind, "gone").inc()
                 need_list = True
-            except (aiohttp.ClientError, TimeoutError, OSError, ApiError) as error:
+            except Exception as error:
+                # Connection errors, timeouts, error answers, a line cut off mid-JSON when the server
+                # goes away: all end in a retry, never in a dead informer.
                 metrics.WATCH_RESTARTS.labels(self.tenant, self.kind, "error").inc()
                 message = f"{self.side} API server: {type(error).__name__}: {error}"
                 log.warning(
@@ -151,4 +153,5 @@ class Informer:
                 backoff = min(backoff * 2, MAX_BACKOFF)
                 # A dropped connection resumes the watch where it was (the server replays what was
                 # missed, or answers 410 and we list again); an error answer lists again at once.
-                need_list = need_list or isinstance(error, ApiError) or not self.resource_version
+                dropped = isinstance(error, aiohttp.ClientError | TimeoutError | OSError)
+                need_list = need_list or not dropped or not self.resource_version

@@ -196,7 +196,8 @@ class TenantSyncer:
 
     async def _patrol(self) -> None:
         """Every key of both sides, periodically: repairs drift and removes orphans."""
-        await self.wait_synced(timeout=3600)
+        informers = [*self.tenant_informers.values(), *self.super_informers.values()]
+        await asyncio.gather(*(i.synced.wait() for i in informers))
         while True:
             for kind in SYNCED_KINDS:
                 keys = set(self.tenant_informers[kind].cache)
@@ -574,7 +575,7 @@ class TenantSyncer:
         while True:
             try:
                 await self._publish_node()
-            except (ApiError, OSError, TimeoutError) as error:
+            except Exception as error:
                 log.warning(
                     "tenant=%s: virtual node heartbeat failed: %s", self.tenant, error, extra=about(self.tenant, "Node")
                 )
