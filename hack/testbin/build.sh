@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Builds the pinned upstream Kubernetes and etcd binaries from their Go modules into a cache
-# folder outside the repository. A binary whose stamp matches the pinned version and module
+# Builds the pinned upstream binaries from their Go modules into a cache folder outside the
+# repository: Kubernetes and etcd (test bed and local super cluster), the previous minor's
+# control-plane binaries (images for the upgrade test), and gVisor's runsc with its containerd
+# shim (the local sandbox runtime). A binary whose stamp matches the pinned version and module
 # checksums is not rebuilt, so a warm run returns in seconds.
 #
-#   hack/testbin/build.sh            # prints the bin folder on its last line
+#   hack/testbin/build.sh            # prints the current version's bin folder on its last line
 #   STOCKADE_TESTBIN=/some/dir hack/testbin/build.sh
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -12,35 +14,38 @@ source "$here/versions.env"
 
 cache_root=${STOCKADE_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/stockade}
 bin_dir=${STOCKADE_TESTBIN:-$cache_root/k8s-${KUBERNETES_VERSION}/bin}
-mkdir -p "$bin_dir"
+previous_bin_dir=$cache_root/k8s-${PREVIOUS_KUBERNETES_VERSION}/bin
+mkdir -p "$bin_dir" "$previous_bin_dir"
 
 command -v go >/dev/null || { echo "error: go is not installed (needed to build the test binaries)" >&2; exit 1; }
 
-k8s_minor=${KUBERNETES_VERSION#v1.}; k8s_minor=${k8s_minor%%.*}
-# The release time of the tag (from the module proxy's .info) makes the build date reproducible.
-build_date=$(cd "$here/kubernetes" && go mod download -json "k8s.io/kubernetes@${KUBERNETES_VERSION}" \
-  | python3 -c 'import json,sys; print(json.load(open(json.load(sys.stdin)["Info"]))["Time"])')
-version_ldflags=""
-for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
-  version_ldflags+=" -X $pkg.gitVersion=${KUBERNETES_VERSION}"
-  version_ldflags+=" -X $pkg.gitMajor=1 -X $pkg.gitMinor=${k8s_minor}"
-  version_ldflags+=" -X $pkg.gitCommit=${KUBERNETES_GIT_COMMIT:-module-${KUBERNETES_VERSION}}"
-  version_ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=${build_date}"
-done
+# kubernetes_ldflags MODULE_DIR VERSION: what upstream's build stamps into the version packages.
+kubernetes_ldflags() {
+  local module_dir=$1 version=$2 minor
+  minor=${version#v1.}; minor=${minor%%.*}
+  # The release time of the tag (from the module proxy's .info) makes the build date reproducible.
+  local build_date
+  build_date=$(cd "$module_dir" && go mod download -json "k8s.io/kubernetes@${version}" \
+    | python3 -c 'import json,sys; print(json.load(open(json.load(sys.stdin)["Info"]))["Time"])')
+  for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+    printf ' -X %s' "$pkg.gitVersion=${version}" "$pkg.gitMajor=1" "$pkg.gitMinor=${minor}" \
+      "$pkg.gitCommit=module-${version}" "$pkg.gitTreeState=clean" "$pkg.buildDate=${build_date}"
+  done
+}
 
 started=$(date +%s)
-total=8
+total=15
 n=0
 
-# build NAME MODULE_DIR PACKAGE CGO LDFLAGS
+# build OUT_DIR NAME MODULE_DIR PACKAGE CGO LDFLAGS
 build() {
-  local name=$1 module_dir=$2 package=$3 cgo=$4 ldflags=$5
+  local out_dir=$1 name=$2 module_dir=$3 package=$4 cgo=$5 ldflags=$6
   n=$((n + 1))
-  local stamp_file="$bin_dir/.$name.stamp"
+  local stamp_file="$out_dir/.$name.stamp"
   local stamp
   stamp="$( (cat "$module_dir/go.mod" "$module_dir/go.sum"; echo "$cgo $ldflags") | sha256sum | cut -c1-16)"
-  if [ -x "$bin_dir/$name" ] && [ "$(cat "$stamp_file" 2>/dev/null)" = "$stamp" ]; then
-    echo "[$n/$total] $name: up to date"
+  if [ -x "$out_dir/$name" ] && [ "$(cat "$stamp_file" 2>/dev/null)" = "$stamp" ]; then
+    echo "[$n/$total] $name ($(basename "$(dirname "$out_dir")")): up to date"
     return
   fi
   echo "[$n/$total] $name: building $package (CGO_ENABLED=$cgo) …"
@@ -50,28 +55,42 @@ build() {
   local ticker=$!
   local rc=0
   (cd "$module_dir" && CGO_ENABLED=$cgo go build -mod=readonly -trimpath \
-      -ldflags "-s -w $ldflags" -o "$bin_dir/$name.partial" "$package") || rc=$?
+      -ldflags "-s -w $ldflags" -o "$out_dir/$name.partial" "$package") || rc=$?
   kill "$ticker" 2>/dev/null; wait "$ticker" 2>/dev/null || true
   if [ "$rc" -ne 0 ]; then
     echo "error: building $name failed (exit $rc)" >&2
     exit "$rc"
   fi
-  mv "$bin_dir/$name.partial" "$bin_dir/$name"
+  mv "$out_dir/$name.partial" "$out_dir/$name"
   echo "$stamp" > "$stamp_file"
   echo "      $name built in $(( $(date +%s) - t0 ))s"
 }
 
 k8s="$here/kubernetes"
+k8s_ldflags=$(kubernetes_ldflags "$k8s" "$KUBERNETES_VERSION")
 # Upstream links these statically; the kubelet is the one server binary it builds with cgo.
-build kube-apiserver "$k8s" k8s.io/kubernetes/cmd/kube-apiserver 0 "$version_ldflags"
-build kube-controller-manager "$k8s" k8s.io/kubernetes/cmd/kube-controller-manager 0 "$version_ldflags"
-build kube-scheduler "$k8s" k8s.io/kubernetes/cmd/kube-scheduler 0 "$version_ldflags"
-build kubectl "$k8s" k8s.io/kubernetes/cmd/kubectl 0 "$version_ldflags"
-build kube-proxy "$k8s" k8s.io/kubernetes/cmd/kube-proxy 0 "$version_ldflags"
-build kubelet "$k8s" k8s.io/kubernetes/cmd/kubelet 1 "$version_ldflags"
-etcd_ldflags="-X go.etcd.io/etcd/api/v3/version.GitSHA=module-${ETCD_VERSION}"
-build etcd "$here/etcd" go.etcd.io/etcd/server/v3 0 "$etcd_ldflags"
-build etcdctl "$here/etcd" go.etcd.io/etcd/etcdctl/v3 0 "$etcd_ldflags"
+build "$bin_dir" kube-apiserver "$k8s" k8s.io/kubernetes/cmd/kube-apiserver 0 "$k8s_ldflags"
+build "$bin_dir" kube-controller-manager "$k8s" k8s.io/kubernetes/cmd/kube-controller-manager 0 "$k8s_ldflags"
+build "$bin_dir" kube-scheduler "$k8s" k8s.io/kubernetes/cmd/kube-scheduler 0 "$k8s_ldflags"
+build "$bin_dir" kubectl "$k8s" k8s.io/kubernetes/cmd/kubectl 0 "$k8s_ldflags"
+build "$bin_dir" kube-proxy "$k8s" k8s.io/kubernetes/cmd/kube-proxy 0 "$k8s_ldflags"
+build "$bin_dir" kubelet "$k8s" k8s.io/kubernetes/cmd/kubelet 1 "$k8s_ldflags"
+build "$bin_dir" etcd "$here/etcd" go.etcd.io/etcd/server/v3 0 \
+  "-X go.etcd.io/etcd/api/v3/version.GitSHA=module-${ETCD_VERSION}"
+build "$bin_dir" etcdctl "$here/etcd" go.etcd.io/etcd/etcdctl/v3 0 \
+  "-X go.etcd.io/etcd/api/v3/version.GitSHA=module-${ETCD_VERSION}"
+build "$bin_dir" runsc "$here/gvisor" gvisor.dev/gvisor/runsc 0 \
+  "-X gvisor.dev/gvisor/runsc/version.version=${GVISOR_VERSION}"
+build "$bin_dir" containerd-shim-runsc-v1 "$here/gvisor" gvisor.dev/gvisor/shim 0 ""
+build "$bin_dir" coredns "$here/coredns" github.com/coredns/coredns 0 ""
 
-echo "test binaries ready in $(( $(date +%s) - started ))s: Kubernetes ${KUBERNETES_VERSION}, etcd ${ETCD_VERSION}"
+previous="$here/kubernetes-previous"
+previous_ldflags=$(kubernetes_ldflags "$previous" "$PREVIOUS_KUBERNETES_VERSION")
+build "$previous_bin_dir" kube-apiserver "$previous" k8s.io/kubernetes/cmd/kube-apiserver 0 "$previous_ldflags"
+build "$previous_bin_dir" kube-controller-manager "$previous" k8s.io/kubernetes/cmd/kube-controller-manager 0 "$previous_ldflags"
+build "$previous_bin_dir" kube-scheduler "$previous" k8s.io/kubernetes/cmd/kube-scheduler 0 "$previous_ldflags"
+build "$previous_bin_dir" etcd "$here/etcd-previous" go.etcd.io/etcd/server/v3 0 \
+  "-X go.etcd.io/etcd/api/v3/version.GitSHA=module-${PREVIOUS_ETCD_VERSION}"
+
+echo "test binaries ready in $(( $(date +%s) - started ))s: Kubernetes ${KUBERNETES_VERSION} (and ${PREVIOUS_KUBERNETES_VERSION}'s control plane), etcd ${ETCD_VERSION} (and ${PREVIOUS_ETCD_VERSION}), gVisor ${GVISOR_VERSION}, CoreDNS ${COREDNS_VERSION}"
 echo "$bin_dir"

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import json
 import os
 import shutil
 import signal
@@ -29,45 +28,12 @@ import yaml
 
 from stockade import naming
 from stockade.kubeconfig import build_kubeconfig
-from stockade.testbed import LocalControlPlane, ManagedProcess, find_binary
+from stockade.testbed import LocalControlPlane, ManagedProcess
 from stockade.testbed.binaries import REPO_ROOT
+from stockade.testbed.kubectl import Kubectl, Step
 from stockade.testbed.operator_process import operator_process
 
 STATE_DIR = REPO_ROOT / ".stockade"
-
-
-class Step:
-    """Prints `[n] what …` and, when done, how long it took: every long operation shows progress."""
-
-    number = 0
-
-    def __init__(self, what: str):
-        Step.number += 1
-        self.what = what
-        self.started = time.monotonic()
-        print(f"[{Step.number}] {what} …", flush=True)
-
-    def done(self, detail: str = "") -> None:
-        elapsed = time.monotonic() - self.started
-        print(f"    done in {elapsed:.1f}s{': ' + detail if detail else ''}", flush=True)
-
-
-class Kubectl:
-    def __init__(self, kubeconfig: Path):
-        self.kubeconfig = kubeconfig
-        self.binary = str(find_binary("kubectl"))
-
-    def __call__(self, *args: str, stdin: str | None = None, check: bool = True) -> str:
-        result = subprocess.run(
-            [self.binary, "--kubeconfig", str(self.kubeconfig), *args],
-            input=stdin, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
-        if check and result.returncode != 0:
-            raise SystemExit(f"error: kubectl {' '.join(args)} failed:\n{result.stderr.strip()}")
-        return result.stdout
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self(*args, "-o", "json"))
 
 
 def operator_kubeconfig(kubectl: Kubectl, server_kubeconfig: dict[str, Any], target: Path) -> Path:

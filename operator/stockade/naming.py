@@ -7,6 +7,7 @@ so every name below fits the 63-character limit of labels and namespaces.
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 
 LABEL_TENANT = "stockade.dev/tenant"
 LABEL_ROLE = "stockade.dev/role"
@@ -103,3 +104,9 @@ def etcd_dns_names(tenant: str, replicas: int) -> tuple[str, ...]:
 
 def apiserver_url(tenant: str) -> str:
     return f"https://{APISERVER}.{control_plane_namespace(tenant)}.svc:{APISERVER_PORT}"
+
+
+def service_cidr_first_ip(cidr: str) -> str:
+    """The `kubernetes` Service's ClusterIP: the first address of the Service range."""
+    network = ipaddress.ip_network(cidr, strict=False)
+    return str(network.network_address + 1)

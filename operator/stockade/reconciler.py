@@ -256,7 +256,7 @@ class TenantReconciler:
     def _serving_names(
         self, name: str, spec: TenantSpec, service: Mapping[str, Any], external: str | None
     ) -> certs.ServingNames:
-        ips = ["127.0.0.1", service_cidr_first_ip(self.config.service_cidr)]
+        ips = ["127.0.0.1", naming.service_cidr_first_ip(self.config.service_cidr)]
         cluster_ip = service.get("spec", {}).get("clusterIP")
         dns = list(naming.apiserver_dns_names(name))
         for extra in [
@@ -491,11 +491,6 @@ def _keep_others(previous: TenantStatus, updated: list[Any]) -> list[Any]:
     """Conditions of `updated`, plus previous ones of other types (kept as they were)."""
     types = {c.type for c in updated}
     return updated + [c for c in previous.conditions if c.type not in types]
-
-
-def service_cidr_first_ip(cidr: str) -> str:
-    network = ipaddress.ip_network(cidr, strict=False)
-    return str(network.network_address + 1)
 
 
 def is_ip(value: str) -> bool:

@@ -26,18 +26,27 @@ def kubernetes_version() -> str:
     return pinned_versions()["KUBERNETES_VERSION"]
 
 
+def cache_root() -> Path:
+    """Same rule as hack/testbin/build.sh: $STOCKADE_CACHE, else ~/.cache/stockade."""
+    if override := os.environ.get("STOCKADE_CACHE"):
+        return Path(override)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "stockade"
+
+
 def testbin_dir() -> Path:
-    """Same rule as hack/testbin/build.sh: $STOCKADE_TESTBIN, else the versioned cache folder."""
+    """$STOCKADE_TESTBIN, else the versioned cache folder (as hack/testbin/build.sh)."""
     if override := os.environ.get("STOCKADE_TESTBIN"):
         return Path(override)
-    cache_root = os.environ.get("STOCKADE_CACHE") or str(
-        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "stockade"
-    )
-    return Path(cache_root) / f"k8s-{kubernetes_version()}" / "bin"
+    return cache_root() / f"k8s-{kubernetes_version()}" / "bin"
 
 
-def find_binary(name: str) -> Path:
-    path = testbin_dir() / name
+def previous_testbin_dir() -> Path:
+    """The previous minor's control-plane binaries (images for the upgrade test)."""
+    return cache_root() / f"k8s-{pinned_versions()['PREVIOUS_KUBERNETES_VERSION']}" / "bin"
+
+
+def find_binary(name: str, directory: Path | None = None) -> Path:
+    path = (directory or testbin_dir()) / name
     if not os.access(path, os.X_OK):
         raise TestbinMissingError(
             f"{name} is not built: expected it at {path}. Run `{BUILD_COMMAND}` to build the pinned "

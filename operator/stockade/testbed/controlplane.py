@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from stockade import certificates as certs
-from stockade import components, pki
+from stockade import components, naming, pki
 from stockade.kubeconfig import build_kubeconfig
 from stockade.testbed.binaries import find_binary
 from stockade.testbed.process import ManagedProcess
@@ -53,18 +53,27 @@ class LocalControlPlane:
         extra_apiserver_args: list[str] | None = None,
         allow_privileged: bool = False,
         root: Path | None = None,
+        host_ip: str | None = None,
+        service_cidr: str = SERVICE_CIDR,
+        extra_controller_manager_args: list[str] | None = None,
     ):
+        """`host_ip`: serve the API server on all addresses and advertise this one, so pods on a
+        real node reach it through the `kubernetes` Service (the default is loopback only)."""
         self.name = name
         self.owner = owner or uuid.uuid4().hex
         self.with_controller_manager = controller_manager
         self.with_scheduler = scheduler
         self.extra_apiserver_args = extra_apiserver_args or []
         self.allow_privileged = allow_privileged
+        self.host_ip = host_ip
+        self.service_cidr = service_cidr
+        self.extra_controller_manager_args = extra_controller_manager_args or []
         self.dir = Path(tempfile.mkdtemp(prefix=f"stockade-{name}-", dir=root))
+        apiserver_ips = ("127.0.0.1", naming.service_cidr_first_ip(service_cidr), *([host_ip] if host_ip else []))
         self.pki = control_plane_pki or certs.create_control_plane_pki(
             certs.ServingNames(
                 apiserver_dns=("localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"),
-                apiserver_ips=("127.0.0.1", "10.0.0.1"),
+                apiserver_ips=apiserver_ips,
                 etcd_dns=("localhost",),
                 etcd_ips=("127.0.0.1",),
             )
@@ -129,8 +138,9 @@ class LocalControlPlane:
 
     # -- processes ---------------------------------------------------------------------------
 
-    def _spawn(self, component: str, argv: list[str]) -> ManagedProcess:
-        process = ManagedProcess(component, argv, self.dir / f"{component}.log", self.owner)
+    def spawn(self, component: str, argv: list[str], env: dict[str, str] | None = None) -> ManagedProcess:
+        """Start a process that belongs to this cluster: stopped with it, its log beside the others."""
+        process = ManagedProcess(component, argv, self.dir / f"{component}.log", self.owner, env=env)
         self.processes.append(process)
         process.start()
         return process
@@ -154,10 +164,10 @@ class LocalControlPlane:
             pki_dir=str(self.dir / "pki"),
             etcd_servers=(f"https://127.0.0.1:{self.etcd_port}",),
             secure_port=self.apiserver_port,
-            service_cidr=SERVICE_CIDR,
+            service_cidr=self.service_cidr,
             authentication_config_file=str(auth_config),
-            bind_address="127.0.0.1",
-            advertise_address="127.0.0.1",
+            bind_address="0.0.0.0" if self.host_ip else "127.0.0.1",
+            advertise_address=self.host_ip or "127.0.0.1",
             allow_privileged=self.allow_privileged,
             extra=tuple(self.extra_apiserver_args),
         )
@@ -175,7 +185,7 @@ class LocalControlPlane:
             leader_elect=False,
             bind_address="127.0.0.1",
         )
-        return [str(find_binary("kube-controller-manager")), *args]
+        return [str(find_binary("kube-controller-manager")), *args, *self.extra_controller_manager_args]
 
     def _scheduler_args(self) -> list[str]:
         kubeconfig = self.write_kubeconfig(
@@ -190,14 +200,14 @@ class LocalControlPlane:
         try:
             self._write_pki()
             self.write_kubeconfig(self.kubeconfig_path.name, self.kubeconfig)
-            etcd = self._spawn("etcd", self._etcd_args())
+            etcd = self.spawn("etcd", self._etcd_args())
             self._wait_ready(etcd, f"https://127.0.0.1:{self.etcd_port}/health", etcd_client=True)
-            apiserver = self._spawn("kube-apiserver", self._apiserver_args())
+            apiserver = self.spawn("kube-apiserver", self._apiserver_args())
             self._wait_ready(apiserver, f"{self.server}/readyz")
             if self.with_controller_manager:
-                self._spawn("kube-controller-manager", self._controller_manager_args())
+                self.spawn("kube-controller-manager", self._controller_manager_args())
             if self.with_scheduler:
-                self._spawn("kube-scheduler", self._scheduler_args())
+                self.spawn("kube-scheduler", self._scheduler_args())
         except BaseException:
             self.stop()
             raise
