@@ -34,7 +34,7 @@ kubernetes_ldflags() {
 }
 
 started=$(date +%s)
-total=15
+total=16
 n=0
 
 # build OUT_DIR NAME MODULE_DIR PACKAGE CGO LDFLAGS
@@ -83,6 +83,8 @@ build "$bin_dir" runsc "$here/gvisor" gvisor.dev/gvisor/runsc 0 \
   "-X gvisor.dev/gvisor/runsc/version.version=${GVISOR_VERSION}"
 build "$bin_dir" containerd-shim-runsc-v1 "$here/gvisor" gvisor.dev/gvisor/shim 0 ""
 build "$bin_dir" coredns "$here/coredns" github.com/coredns/coredns 0 ""
+build "$bin_dir" kube-router "$here/kube-router" github.com/cloudnativelabs/kube-router/v2/cmd/kube-router 0 \
+  "-X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=${KUBE_ROUTER_FORK_VERSION}"
 
 previous="$here/kubernetes-previous"
 previous_ldflags=$(kubernetes_ldflags "$previous" "$PREVIOUS_KUBERNETES_VERSION")
@@ -92,5 +94,5 @@ build "$previous_bin_dir" kube-scheduler "$previous" k8s.io/kubernetes/cmd/kube-
 build "$previous_bin_dir" etcd "$here/etcd-previous" go.etcd.io/etcd/server/v3 0 \
   "-X go.etcd.io/etcd/api/v3/version.GitSHA=module-${PREVIOUS_ETCD_VERSION}"
 
-echo "test binaries ready in $(( $(date +%s) - started ))s: Kubernetes ${KUBERNETES_VERSION} (and ${PREVIOUS_KUBERNETES_VERSION}'s control plane), etcd ${ETCD_VERSION} (and ${PREVIOUS_ETCD_VERSION}), gVisor ${GVISOR_VERSION}, CoreDNS ${COREDNS_VERSION}"
+echo "test binaries ready in $(( $(date +%s) - started ))s: Kubernetes ${KUBERNETES_VERSION} (and ${PREVIOUS_KUBERNETES_VERSION}'s control plane), etcd ${ETCD_VERSION} (and ${PREVIOUS_ETCD_VERSION}), gVisor ${GVISOR_VERSION}, CoreDNS ${COREDNS_VERSION}, kube-router ${KUBE_ROUTER_FORK_VERSION}"
 echo "$bin_dir"

@@ -1,13 +1,11 @@
 """`stockade up`: Stockade's main job on one machine, in one command.
 
-Brings up a local super cluster (etcd, kube-apiserver, kube-controller-manager from the pinned
-test-bed binaries) unless `--kubeconfig` names an existing one, installs the CRD and manifests,
-runs the operator as its own least-privileged ServiceAccount, applies an example Tenant, follows
-its conditions until it is provisioned, and writes the tenant's admin kubeconfig.
-
-The local super cluster has no nodes yet (the kubelet, containerd and the gVisor sandbox are the
-next milestone), so the tenant's control-plane pods stay Pending there; with `--kubeconfig`
-pointing at a cluster with nodes and the `kata` RuntimeClass, the Tenant goes all the way to Ready.
+Uses the cluster of `--kubeconfig` or of the current kubeconfig (e.g. kind) when there is one;
+otherwise brings up a real local super cluster (stockade.localcluster: containerd, runc, gVisor,
+kubelet, kube-proxy, CoreDNS; needs root). Then installs the CRD and manifests, runs the operator
+as its own least-privileged ServiceAccount, applies an example Tenant, follows its conditions and
+pods until it is Ready, and writes the tenant's admin kubeconfig. Locally the sandbox RuntimeClass
+is `gvisor` where production uses `kata`.
 """
 
 from __future__ import annotations
@@ -28,9 +26,11 @@ import yaml
 
 from stockade import naming
 from stockade.kubeconfig import build_kubeconfig
-from stockade.testbed import LocalControlPlane, ManagedProcess
+from stockade.localcluster.cluster import LocalClusterError, SuperCluster
+from stockade.localcluster.node import Layout
+from stockade.testbed import ManagedProcess, TestbinMissingError, find_binary
 from stockade.testbed.binaries import REPO_ROOT
-from stockade.testbed.kubectl import Kubectl, Step
+from stockade.testbed.kubectl import Kubectl, KubectlError, Step
 from stockade.testbed.operator_process import operator_process
 
 STATE_DIR = REPO_ROOT / ".stockade"
@@ -53,9 +53,11 @@ def operator_kubeconfig(kubectl: Kubectl, server_kubeconfig: dict[str, Any], tar
 
 
 def follow(kubectl: Kubectl, tenant: str, timeout: float) -> dict[str, Any]:
-    """Print each condition change of the Tenant until it is Ready, or provisioned on a node-less cluster."""
+    """Print each condition change and the control-plane pods' progress until the Tenant is Ready."""
     deadline = time.monotonic() + timeout
     seen: dict[str, tuple[str, str]] = {}
+    pods_seen = ""
+    namespace = naming.control_plane_namespace(tenant)
     obj: dict[str, Any] = {}
     while time.monotonic() < deadline:
         obj = kubectl.json("get", "tenant", tenant)
@@ -65,17 +67,25 @@ def follow(kubectl: Kubectl, tenant: str, timeout: float) -> dict[str, Any]:
             if seen.get(condition["type"]) != key:
                 seen[condition["type"]] = key
                 print(f"    {condition['type']}={condition['status']} ({condition['reason']}): {condition['message']}")
-        conditions = {c["type"]: c["status"] for c in status.get("conditions", [])}
-        if conditions.get("Ready") == "True":
-            return obj
-        provisioned = conditions.get("CertificatesReady") == "True" and conditions.get("IsolationReady") == "True"
-        nodes = kubectl.json("get", "nodes").get("items", [])
-        if provisioned and not nodes:
+        pods = kubectl.json("get", "pods", "-n", namespace).get("items", [])
+        summary = ", ".join(f"{p['metadata']['name']} {p.get('status', {}).get('phase', '?')}" for p in pods)
+        if summary and summary != pods_seen:
+            pods_seen = summary
+            print(f"    pods: {summary}")
+        if any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", [])):
             return obj
         time.sleep(1)
-    raise SystemExit(
-        f"error: Tenant {tenant} not provisioned within {timeout:.0f}s; see `kubectl describe tenant {tenant}`"
-    )
+    raise KubectlError(f"Tenant {tenant} not Ready within {timeout:.0f}s; see `kubectl describe tenant {tenant}`")
+
+
+def current_kubeconfig() -> Path | None:
+    """The kubeconfig kubectl would use (e.g. kind's), if it names a current context."""
+    candidates = [*os.environ.get("KUBECONFIG", "").split(os.pathsep), str(Path.home() / ".kube" / "config")]
+    for candidate in filter(None, candidates):
+        path = Path(candidate)
+        if path.is_file() and (yaml.safe_load(path.read_text()) or {}).get("current-context"):
+            return path.resolve()
+    return None
 
 
 def up(args: argparse.Namespace) -> int:
@@ -83,24 +93,26 @@ def up(args: argparse.Namespace) -> int:
     # Processes are tagged with this owner (see stockade.testbed.process); tests choose it to check for leaks.
     owner = os.environ.get("STOCKADE_TESTBED_SESSION") or uuid.uuid4().hex
     processes: list[ManagedProcess] = []
-    plane: LocalControlPlane | None = None
+    cluster: SuperCluster | None = None
 
     def stop(*_: Any) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, stop)
+    existing = None if args.local else Path(args.kubeconfig).resolve() if args.kubeconfig else current_kubeconfig()
+    runtime_class = args.runtime_class or ("kata" if existing else "gvisor")
+    tenant_file = Path(args.tenant_file or REPO_ROOT / "examples" / ("minimal.yaml" if existing else "local.yaml"))
     try:
-        if args.kubeconfig:
-            kubeconfig_path = Path(args.kubeconfig).resolve()
-            print(f"using the cluster of {kubeconfig_path}")
+        if existing:
+            kubeconfig_path = existing
+            print(f"using the cluster of {kubeconfig_path} (pass --local for a local super cluster instead)")
         else:
-            step = Step("starting a local super cluster (etcd, kube-apiserver, kube-controller-manager)")
-            plane = LocalControlPlane("super", owner=owner, controller_manager=True, allow_privileged=True)
-            plane.start()
+            print("no cluster configured: starting a local super cluster on this machine (needs root)")
+            cluster = SuperCluster(Layout.from_env(), owner)
+            cluster.start()
             kubeconfig_path = STATE_DIR / "super.kubeconfig"
-            shutil.copy(plane.kubeconfig_path, kubeconfig_path)
+            shutil.copy(cluster.layout.kubeconfig, kubeconfig_path)
             kubeconfig_path.chmod(0o600)
-            step.done(f"{plane.server}, kubeconfig {kubeconfig_path}")
         kubectl = Kubectl(kubeconfig_path)
 
         step = Step("installing Stockade: CRD, RBAC, RuntimeClass, PriorityClass, admission policy")
@@ -112,38 +124,32 @@ def up(args: argparse.Namespace) -> int:
         server_kubeconfig = yaml.safe_load(kubeconfig_path.read_text())
         op_kubeconfig = operator_kubeconfig(kubectl, server_kubeconfig, STATE_DIR / "operator.kubeconfig")
         operator = operator_process(
-            op_kubeconfig, STATE_DIR / "operator.log", owner, resync_seconds=5, runtime_class=args.runtime_class
+            op_kubeconfig, STATE_DIR / "operator.log", owner, resync_seconds=5, runtime_class=runtime_class
         )
         processes.append(operator)
         operator.start()
-        step.done(f"log: {STATE_DIR / 'operator.log'}")
+        step.done(f"sandbox RuntimeClass {runtime_class}; log: {STATE_DIR / 'operator.log'}")
 
-        tenant_file = Path(args.tenant_file).resolve()
         tenant = yaml.safe_load(tenant_file.read_text())["metadata"]["name"]
-        step = Step(f"applying Tenant {tenant} from {tenant_file}")
+        step = Step(f"applying Tenant {tenant} from {tenant_file} and waiting until it is Ready")
         kubectl("apply", "--server-side", "-f", str(tenant_file))
         obj = follow(kubectl, tenant, args.timeout)
-        step.done(f"phase {obj['status']['phase']}")
+        step.done(f"phase {obj['status']['phase']}, Kubernetes {obj['status'].get('version')}")
 
         target = STATE_DIR / f"{tenant}.kubeconfig"
         subprocess.run(
             [sys.executable, "-m", "stockade.cli", "kubeconfig", tenant, "-o", str(target)],
             check=True, env={**os.environ, "KUBECONFIG": str(kubeconfig_path)},
         )  # fmt: skip
-        ready = any(c["type"] == "Ready" and c["status"] == "True" for c in obj["status"]["conditions"])
         print()
-        print(f"Tenant {tenant}: {obj['status']['phase']}. Its admin kubeconfig: {target}")
-        print(f"  kubectl --kubeconfig {kubeconfig_path} get tenants")
-        if ready:
-            print(f"  kubectl --kubeconfig {target} get namespaces")
-        else:
-            print(
-                "  This super cluster has no nodes, so the tenant's control-plane pods stay Pending:\n"
-                f"  kubectl --kubeconfig {kubeconfig_path} -n {naming.control_plane_namespace(tenant)} get pods"
-            )
+        print(f"Tenant {tenant} is Ready. Its admin kubeconfig: {target}")
+        print("Next, as the tenant's admin:")
+        print(f"  {find_binary('kubectl')} --kubeconfig {target} get namespaces")
+        print(f"As the super cluster's admin: kubectl --kubeconfig {kubeconfig_path} get tenants")
         if args.once:
             return 0
-        print("\nThe operator keeps running; Ctrl-C stops it and tears the local super cluster down.")
+        stopping = "tears the local super cluster down" if cluster else "stops it"
+        print(f"\nThe operator keeps running; Ctrl-C {stopping}.")
         while operator.running():
             time.sleep(1)
         print(f"error: the operator exited ({operator.exit_code()}):\n{operator.log_tail()}", file=sys.stderr)
@@ -151,19 +157,26 @@ def up(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("\nstopping …")
         return 0
+    except (KubectlError, LocalClusterError, TestbinMissingError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     finally:
         for process in processes:
             process.stop()
-        if plane is not None:
-            plane.cleanup()
+        if cluster is not None:
+            print("stopping the local super cluster and restoring the host …")
+            cluster.stop()
             print("local super cluster stopped and removed")
 
 
 def add_parser(commands: Any) -> None:
     parser = commands.add_parser("up", help="run Stockade end to end on this machine (see README)")
-    parser.add_argument("--kubeconfig", help="use this cluster instead of starting a local super cluster")
-    parser.add_argument("--tenant-file", default=str(REPO_ROOT / "examples" / "minimal.yaml"))
-    parser.add_argument("--runtime-class", default="kata", help="sandbox RuntimeClass the operator enforces")
-    parser.add_argument("--timeout", type=float, default=300)
-    parser.add_argument("--once", action="store_true", help="exit (and tear down) once the Tenant is provisioned")
+    parser.add_argument("--kubeconfig", help="use this cluster (default: the current kubeconfig's, if any)")
+    parser.add_argument("--local", action="store_true", help="start a local super cluster even if a kubeconfig exists")
+    parser.add_argument("--tenant-file", help="default: examples/local.yaml locally, else examples/minimal.yaml")
+    parser.add_argument(
+        "--runtime-class", help="sandbox RuntimeClass the operator enforces (gvisor locally, else kata)"
+    )
+    parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--once", action="store_true", help="exit (and tear down) once the Tenant is Ready")
     parser.set_defaults(handler=up)

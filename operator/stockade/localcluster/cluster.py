@@ -41,7 +41,7 @@ REGISTRY = "registry.k8s.io"
 WORKLOAD_IMAGE = "stockade.local/e2e/busybox:1.35"
 BUSYBOX = Path("/bin/busybox")
 VOLUME_POOL = 24
-REQUIRED_COMMANDS = ("containerd", "ctr", "runc", "iptables", "nft", "ip", "gcc", "conntrack")
+REQUIRED_COMMANDS = ("containerd", "ctr", "runc", "iptables", "nft", "ipset", "ip", "gcc", "conntrack")
 NODE_READY_TIMEOUT = 120
 
 
@@ -65,7 +65,7 @@ def check_prerequisites() -> None:
         raise LocalClusterError(
             f"missing host packages ({', '.join(missing) or 'CNI plugins or busybox-static'}): run `e2e/install-deps`"
         )
-    for name in ("kubelet", "kube-proxy", "runsc", "containerd-shim-runsc-v1", "coredns"):
+    for name in ("kubelet", "kube-proxy", "kube-router", "runsc", "containerd-shim-runsc-v1", "coredns"):
         find_binary(name)
     find_binary("kube-apiserver", previous_testbin_dir())
 
@@ -165,13 +165,13 @@ class SuperCluster:
         self._import_images()
         step.done()
 
-        step = Step(f"node {n.NODE_NAME}: kubelet and kube-proxy", self.out)
+        step = Step(f"node {n.NODE_NAME}: kubelet, kube-proxy, kube-router (NetworkPolicy)", self.out)
         self._start_node(ip)
         kubectl = Kubectl(layout.kubeconfig)
         self._wait(lambda: _node_ready(kubectl), NODE_READY_TIMEOUT, f"node {n.NODE_NAME} Ready", "kubelet")
         step.done()
 
-        step = Step("add-ons: CoreDNS, RuntimeClass gvisor, local volumes", self.out)
+        step = Step("add-ons: CoreDNS, RuntimeClass gvisor, local volumes, kube-router RBAC", self.out)
         kubectl("apply", "--server-side", "-f", str(ADDONS))
         kubectl("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(volume_pool(layout, VOLUME_POOL)))
         for pv in range(VOLUME_POOL):
@@ -248,6 +248,7 @@ class SuperCluster:
             ),
         )
         proxy_client = pki.issue_certificate(ca, pki.CertificateRequest("system:kube-proxy", client=True))
+        router_client = pki.issue_certificate(ca, pki.CertificateRequest("system:kube-router", client=True))
         layout.pki.mkdir(parents=True, exist_ok=True)
         for name, data in {
             "ca.crt": ca.cert_pem,
@@ -262,6 +263,9 @@ class SuperCluster:
         proxy_kubeconfig = plane.write_kubeconfig(
             "kube-proxy.kubeconfig", plane.kubeconfig_for(proxy_client, "system:kube-proxy")
         )
+        router_kubeconfig = plane.write_kubeconfig(
+            "kube-router.kubeconfig", plane.kubeconfig_for(router_client, "system:kube-router")
+        )
         config = n.write_json(
             layout.state / "kubelet.json",
             n.kubelet_config(
@@ -274,6 +278,7 @@ class SuperCluster:
         args = n.kubelet_args(layout, config=config, kubeconfig=kubelet_kubeconfig, node_ip=ip)
         plane.spawn("kubelet", [str(find_binary("kubelet")), *args])
         plane.spawn("kube-proxy", [str(find_binary("kube-proxy")), *n.kube_proxy_args(kubeconfig=proxy_kubeconfig)])
+        plane.spawn("kube-router", [str(find_binary("kube-router")), *n.kube_router_args(kubeconfig=router_kubeconfig)])
 
     # -- stop ------------------------------------------------------------------------------------
 

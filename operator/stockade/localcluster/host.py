@@ -1,7 +1,8 @@
 """What the local super cluster changes on the host, recorded before and undone after.
 
-`snapshot()` runs before anything starts and records the host's nftables tables (iptables rules
-live there on Debian), the sysctls the node needs, and the network namespaces and links present.
+`take_snapshot()` runs before anything starts and records the host's nftables tables (iptables
+rules live there on Debian), ipsets, the sysctls the node needs, and the network namespaces and
+links present.
 `restore()` puts all of that back and removes every process, cgroup, mount, network device and
 folder the cluster created. Both are idempotent; `restore()` works from the recorded snapshot even
 when the process that took it was killed.
@@ -39,6 +40,7 @@ class HostSnapshot:
     sysctls: dict[str, str] = field(default_factory=dict)
     netns: list[str] = field(default_factory=list)
     links: list[str] = field(default_factory=list)
+    ipsets: list[str] = field(default_factory=list)
     cni_state_existed: bool = False
 
     def save(self, path: Path) -> None:
@@ -67,6 +69,10 @@ def nft_tables() -> list[str]:
     return [line.removeprefix("table ").strip() for line in _run("nft", "list", "tables").splitlines() if line]
 
 
+def ipsets() -> list[str]:
+    return _run("ipset", "list", "-n").split()
+
+
 def names_in(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
 
@@ -86,6 +92,7 @@ def take_snapshot(layout: Layout) -> HostSnapshot:
         sysctls={key: Path("/proc/sys", key).read_text().strip() for key in SYSCTLS},
         netns=names_in(NETNS_DIR),
         links=links(),
+        ipsets=ipsets(),
         cni_state_existed=Path("/var/lib/cni").exists(),
     )
     taken.save(path)
@@ -210,6 +217,9 @@ def restore(layout: Layout, owner_marker: bytes, log: Callable[[str], None] = pr
         for table in nft_tables():
             if table not in snap.nft_tables:
                 subprocess.run(["nft", "delete", "table", *table.split()], capture_output=True, check=False)
+        for ipset in ipsets():  # kube-router's; only once no firewall rule refers to them
+            if ipset not in snap.ipsets:
+                subprocess.run(["ipset", "destroy", ipset], capture_output=True, check=False)
         for key, value in snap.sysctls.items():
             with contextlib.suppress(OSError):
                 Path("/proc/sys", key).write_text(value)

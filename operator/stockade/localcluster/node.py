@@ -206,6 +206,23 @@ def kube_proxy_args(*, kubeconfig: Path) -> list[str]:
     ]
 
 
+def kube_router_args(*, kubeconfig: Path) -> list[str]:
+    """kube-router as a NetworkPolicy enforcer only: no routing, no service proxy, no CNI."""
+    return [
+        f"--kubeconfig={kubeconfig}",
+        f"--hostname-override={NODE_NAME}",
+        "--run-firewall=true",
+        "--run-router=false",
+        "--run-service-proxy=false",
+        "--enable-cni=false",
+        "--enable-ipv4=true",
+        "--enable-ipv6=false",
+        f"--service-cluster-ip-range={SERVICE_CIDR}",
+        "--health-port=20244",
+        "--v=1",
+    ]
+
+
 def write_json(path: Path, data: Any) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(data, indent=2))
