@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help venv testbin run test unit integration lint crds bench
+.PHONY: help venv testbin e2e-deps run test unit integration e2e cluster-up cluster-down lint crds bench
 
 help:
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -21,8 +21,17 @@ venv: $(VENV)/.installed ## Python virtualenv with Stockade and its dev tools
 testbin: ## Build the pinned Kubernetes and etcd binaries (cached in ~/.cache/stockade)
 	hack/testbin/build.sh
 
-run: venv testbin ## Stockade's main job: local super cluster, operator, an example Tenant (see README)
+e2e-deps: ## Debian packages of the local super cluster: containerd, runc, CNI plugins, iptables… (root)
+	e2e/install-deps
+
+run: venv testbin e2e-deps ## Stockade's main job: local super cluster, operator, an example Tenant (see README)
 	$(VENV)/bin/stockade up $(ARGS)
+
+cluster-up: venv testbin e2e-deps ## Bring the local super cluster up (root; idempotent)
+	e2e/cluster up
+
+cluster-down: venv ## Tear the local super cluster down and restore the host
+	e2e/cluster down
 
 crds: venv ## Regenerate crds/ from the pydantic model
 	$(PY) -m stockade.crd
@@ -38,5 +47,9 @@ unit: venv ## Unit tests: pure logic, no processes
 integration: venv testbin ## Integration tests against real etcd and kube-apiserver
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
-test: venv testbin lint ## Everything CI runs: lint, unit and integration tiers
+e2e: venv testbin e2e-deps ## e2e tier: the main command, then a local super cluster up, the e2e tests, down
+	e2e/run $(PYTEST_ARGS)
+
+test: venv testbin e2e-deps lint ## Everything CI runs: lint, unit, integration and e2e tiers
 	$(PY) -m pytest tests/unit tests/integration $(PYTEST_ARGS)
+	e2e/run $(PYTEST_ARGS)

@@ -4,14 +4,11 @@ its own least-privileged ServiceAccount (so the ClusterRole in manifests/ is wha
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from kubernetes import client, config
-from kubernetes.client.rest import ApiException
 
 from stockade.kubeconfig import build_kubeconfig
 from stockade.testbed import LocalControlPlane, ManagedProcess, find_binary
@@ -33,21 +30,6 @@ def kubectl(plane: LocalControlPlane, *args: str, stdin: str | None = None) -> s
     if result.returncode != 0:
         raise AssertionError(f"kubectl {' '.join(args)} failed:\n{result.stderr}")
     return result.stdout
-
-
-def eventually(check: Callable[[], Any], timeout: float = 60.0, interval: float = 0.5, what: str = "") -> Any:
-    """Retry `check` until it returns a truthy value; fail with its last result or error."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-            if last:
-                return last
-        except (ApiException, KeyError, IndexError, AssertionError) as error:
-            last = error
-        time.sleep(interval)
-    raise AssertionError(f"{what or 'condition'} not met within {timeout}s; last result: {last!r}")
 
 
 @pytest.fixture(scope="module")

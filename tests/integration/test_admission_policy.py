@@ -11,7 +11,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from stockade.testbed import LocalControlPlane
-from tests.integration.conftest import eventually
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.integration
 NS = "policy-workloads"

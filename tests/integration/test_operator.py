@@ -13,7 +13,8 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from stockade import naming
-from tests.integration.conftest import REPO, RunningOperator, eventually
+from tests.helpers import eventually
+from tests.integration.conftest import REPO, RunningOperator
 
 pytestmark = pytest.mark.integration
 GROUP, VERSION, PLURAL = "stockade.dev", "v1alpha1", "tenants"

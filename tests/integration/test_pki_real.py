@@ -19,7 +19,8 @@ from stockade import naming, pki, render, tenant_rbac
 from stockade.kubeconfig import ca_of
 from stockade.model import TenantSpec
 from stockade.testbed import LocalControlPlane
-from tests.integration.conftest import RunningOperator, eventually
+from tests.helpers import eventually
+from tests.integration.conftest import RunningOperator
 from tests.integration.test_operator import (
     create_tenant,
     get_tenant,

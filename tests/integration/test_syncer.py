@@ -16,7 +16,8 @@ from kubernetes.client.rest import ApiException
 from stockade.kube import Credentials
 from stockade.syncer import translate as tr
 from stockade.testbed import LocalControlPlane, find_binary
-from tests.integration.conftest import eventually, service_account_kubeconfig
+from tests.helpers import eventually
+from tests.integration.conftest import service_account_kubeconfig
 from tests.integration.syncer_fixtures import SyncerThread, TenantUnderTest, provision_tenant
 
 pytestmark = pytest.mark.integration

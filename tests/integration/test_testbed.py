@@ -13,7 +13,7 @@ from kubernetes.client.rest import ApiException
 from stockade.testbed import find_binary
 from stockade.testbed.binaries import kubernetes_version
 from stockade.testbed.controlplane import LocalControlPlane
-from tests.integration.conftest import eventually
+from tests.helpers import eventually
 
 pytestmark = pytest.mark.integration
 

@@ -1,0 +1,162 @@
+"""The e2e tier: Stockade installed on the super cluster that $KUBECONFIG names (the local super
+cluster in CI, or kind), the operator running as its ServiceAccount, Tenants that go all the way to
+Ready on real kubelets, and tenant workloads in sandboxed containers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from stockade import naming
+from stockade.local import operator_kubeconfig
+from stockade.localcluster.node import Layout
+from stockade.testbed import ManagedProcess
+from stockade.testbed.kubectl import Kubectl
+from stockade.testbed.operator_process import operator_process
+from stockade.testbed.pytest_plugin import SESSION_OWNER
+from tests.helpers import eventually
+
+REPO = Path(__file__).resolve().parents[2]
+RUNTIME_CLASS = os.environ.get("STOCKADE_E2E_RUNTIME_CLASS", "gvisor")
+# The runtime the sandbox RuntimeClass resolves to in containerd (gVisor's shim on the local cluster).
+SANDBOX_RUNTIME = os.environ.get("STOCKADE_E2E_SANDBOX_RUNTIME", "io.containerd.runsc.v1")
+READY_TIMEOUT = 420.0
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if Path(str(item.fspath)).parent == Path(__file__).parent:
+            item.add_marker(pytest.mark.e2e)
+
+
+@pytest.fixture(scope="session")
+def super_kubeconfig() -> Path:
+    value = os.environ.get("KUBECONFIG")
+    if not value or not Path(value).is_file():
+        pytest.fail("KUBECONFIG names no cluster: run `e2e/cluster up` (or use kind) and export KUBECONFIG")
+    return Path(value)
+
+
+@pytest.fixture(scope="session")
+def super_kubectl(super_kubeconfig: Path) -> Kubectl:
+    return Kubectl(super_kubeconfig)
+
+
+class Operator:
+    """The operator as a host process; `restart()` SIGKILLs it and starts a fresh one."""
+
+    def __init__(self, kubeconfig: Path, log: Path):
+        self.kubeconfig, self.log = kubeconfig, log
+        self.process = self._start()
+
+    def _start(self) -> ManagedProcess:
+        process = operator_process(
+            self.kubeconfig, self.log, SESSION_OWNER, resync_seconds=5, runtime_class=RUNTIME_CLASS
+        )
+        process.start()
+        return process
+
+    def restart(self) -> None:
+        self.process.stop(grace=0)
+        self.process = self._start()
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+@pytest.fixture(scope="session")
+def stockade(
+    super_kubectl: Kubectl, super_kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Operator]:
+    super_kubectl("apply", "--server-side", "-k", str(REPO / "manifests"))
+    super_kubectl("wait", "--for=condition=Established", "crd/tenants.stockade.dev", "--timeout=60s")
+    folder = tmp_path_factory.mktemp("operator")
+    kubeconfig = operator_kubeconfig(super_kubectl, yaml.safe_load(super_kubeconfig.read_text()), folder / "kubeconfig")
+    operator = Operator(kubeconfig, folder / "operator.log")
+    yield operator
+    operator.stop()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    report = yield
+    operator = item.funcargs.get("stockade") if hasattr(item, "funcargs") else None
+    if report.failed and isinstance(operator, Operator):
+        report.sections.append(("operator log (tail)", operator.process.log_tail(120)))
+    return report
+
+
+@dataclass
+class Tenant:
+    name: str
+    super_kubectl: Kubectl
+    kubeconfig: Path
+
+    @property
+    def kubectl(self) -> Kubectl:
+        return Kubectl(self.kubeconfig)
+
+    @property
+    def control_plane_namespace(self) -> str:
+        return naming.control_plane_namespace(self.name)
+
+    @property
+    def workloads_namespace(self) -> str:
+        return naming.workloads_namespace(self.name)
+
+    def get(self) -> dict[str, Any]:
+        return dict(self.super_kubectl.json("get", "tenant", self.name))
+
+    def condition(self, kind: str) -> dict[str, Any]:
+        return next((c for c in self.get().get("status", {}).get("conditions", []) if c["type"] == kind), {})
+
+    def patch(self, patch: dict[str, Any]) -> None:
+        self.super_kubectl("patch", "tenant", self.name, "--type=merge", "-p", json.dumps(patch))
+
+    def wait_ready(self, timeout: float = READY_TIMEOUT, version: str | None = None) -> dict[str, Any]:
+        def ready() -> dict[str, Any] | None:
+            obj = self.get()
+            status = obj.get("status", {})
+            conditions = {c["type"]: c for c in status.get("conditions", [])}
+            current = conditions.get("Ready", {}).get("status") == "True"
+            generation = status.get("observedGeneration") == obj["metadata"]["generation"]
+            matches = version is None or status.get("version") == version
+            return obj if current and generation and matches else None
+
+        return dict(eventually(ready, timeout=timeout, interval=2, what=f"Tenant {self.name} Ready"))
+
+    def fetch_kubeconfig(self) -> Path:
+        subprocess.run(
+            [sys.executable, "-m", "stockade.cli", "kubeconfig", self.name, "-o", str(self.kubeconfig)],
+            check=True, capture_output=True, env={**os.environ, "KUBECONFIG": str(self.super_kubectl.kubeconfig)},
+        )  # fmt: skip
+        return self.kubeconfig
+
+
+def create_tenant(super_kubectl: Kubectl, folder: Path, name: str, spec: dict[str, Any]) -> Tenant:
+    manifest = {"apiVersion": "stockade.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": name}, "spec": spec}
+    super_kubectl("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump(manifest))
+    return Tenant(name, super_kubectl, folder / f"{name}.kubeconfig")
+
+
+def containerd_runtime(container_id: str) -> str:
+    """The runtime containerd itself runs a container with (not what the pod spec asks for)."""
+    socket = Layout.from_env().containerd_socket
+    result = subprocess.run(
+        ["ctr", "--address", str(socket), "--namespace", "k8s.io", "containers", "info", container_id.split("://")[-1]],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    return str(json.loads(result.stdout)["Runtime"]["Name"])
+
+
+def can_inspect_runtime() -> bool:
+    return Layout.from_env().containerd_socket.exists()

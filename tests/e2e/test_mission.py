@@ -1,0 +1,365 @@
+"""The whole mission on a real super cluster, one Tenant's life in order: provisioning in sandboxed
+pods, the kubeconfig from outside, workloads mirrored down and status up, isolation from a second
+tenant, crashes, certificate rotation, suspension, a minor upgrade, and deletion without leftovers.
+
+The tests of this module run in file order and share the Tenants; each names what it proves.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from stockade.localcluster.cluster import WORKLOAD_IMAGE
+from stockade.syncer.translate import REJECTED_REASON
+from stockade.testbed.binaries import pinned_versions
+from stockade.testbed.kubectl import Kubectl
+from tests.e2e.conftest import (
+    RUNTIME_CLASS,
+    SANDBOX_RUNTIME,
+    Operator,
+    Tenant,
+    can_inspect_runtime,
+    containerd_runtime,
+    create_tenant,
+)
+from tests.helpers import eventually
+
+VERSIONS = pinned_versions()
+CURRENT, PREVIOUS = VERSIONS["KUBERNETES_VERSION"], VERSIONS["PREVIOUS_KUBERNETES_VERSION"]
+APP_NAMESPACE = "shop"
+RESTRICTED = {
+    "runAsNonRoot": True,
+    "runAsUser": 65532,
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+WEB = "echo hello > /tmp/index.html && exec httpd -f -p 8080 -h /tmp"
+
+
+def container(command: str, **extra: Any) -> dict[str, Any]:
+    return {
+        "name": "main",
+        "image": WORKLOAD_IMAGE,
+        "command": ["sh", "-c", command],
+        "securityContext": RESTRICTED,
+        **extra,
+    }
+
+
+def pod(name: str, command: str, **spec: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name, "namespace": APP_NAMESPACE, "labels": {"app": name}},
+        "spec": {"restartPolicy": "Never", "containers": [container(command)], **spec},
+    }
+
+
+def web_deployment(replicas: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": APP_NAMESPACE},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [container(WEB, ports=[{"containerPort": 8080}])]},
+            },
+        },
+    }
+
+
+def apply(kubectl: Kubectl, *objects: dict[str, Any]) -> None:
+    kubectl("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(objects))
+
+
+def pods(kubectl: Kubectl, namespace: str, selector: str | None = None) -> list[dict[str, Any]]:
+    args = ["get", "pods", "-n", namespace, *(["-l", selector] if selector else [])]
+    return list(kubectl.json(*args)["items"])
+
+
+def running(items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [
+        p for p in items if p.get("status", {}).get("phase") == "Running" and not p["metadata"].get("deletionTimestamp")
+    ]
+
+
+def finished(kubectl: Kubectl, name: str, timeout: float = 180) -> dict[str, Any]:
+    """The tenant pod `name` once it Succeeded or Failed (status mirrored up by the syncer)."""
+
+    def done() -> dict[str, Any] | None:
+        obj = kubectl.json("get", "pod", name, "-n", APP_NAMESPACE)
+        return obj if obj.get("status", {}).get("phase") in ("Succeeded", "Failed") else None
+
+    return dict(eventually(done, timeout=timeout, interval=2, what=f"tenant pod {name} finished"))
+
+
+def termination_message(obj: dict[str, Any]) -> str:
+    statuses = obj.get("status", {}).get("containerStatuses") or []
+    return str(statuses[0].get("state", {}).get("terminated", {}).get("message", "")) if statuses else ""
+
+
+def assert_sandboxed(items: list[dict[str, Any]]) -> None:
+    """Each pod asks for the sandbox RuntimeClass and containerd really runs its containers with it."""
+    assert items
+    for item in items:
+        assert item["spec"].get("runtimeClassName") == RUNTIME_CLASS, item["metadata"]["name"]
+        if can_inspect_runtime():
+            for status in item["status"].get("containerStatuses") or []:
+                assert containerd_runtime(status["containerID"]) == SANDBOX_RUNTIME, (item["metadata"]["name"], status)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("tenants")
+
+
+@pytest.fixture(scope="module")
+def alpha(stockade: Operator, super_kubectl: Kubectl, folder: Path) -> Iterator[Tenant]:
+    # The previous minor, so the upgrade test below can move it one minor up.
+    spec = {"kubernetes": {"version": PREVIOUS}, "controlPlane": {"service": {"type": "NodePort"}}}
+    tenant = create_tenant(super_kubectl, folder, "alpha", spec)
+    yield tenant
+    super_kubectl("delete", "tenant", tenant.name, "--ignore-not-found", "--wait=false")
+
+
+@pytest.fixture(scope="module")
+def beta(stockade: Operator, super_kubectl: Kubectl, folder: Path) -> Iterator[Tenant]:
+    tenant = create_tenant(super_kubectl, folder, "beta", {"controlPlane": {"service": {"type": "NodePort"}}})
+    yield tenant
+    super_kubectl("delete", "tenant", tenant.name, "--ignore-not-found", "--wait=false")
+
+
+def test_tenant_becomes_ready_with_its_control_plane_in_sandboxed_pods(alpha: Tenant, super_kubectl: Kubectl) -> None:
+    obj = alpha.wait_ready()
+    assert obj["status"]["phase"] == "Ready" and obj["status"]["version"] == PREVIOUS
+    items = running(pods(super_kubectl, alpha.control_plane_namespace))
+    components = {p["metadata"]["labels"].get("stockade.dev/component") for p in items}
+    assert {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"} <= components
+    assert_sandboxed(items)
+    if can_inspect_runtime():
+        assert {c["image"] for p in items for c in p["spec"]["containers"]} >= {
+            f"registry.k8s.io/kube-apiserver:{PREVIOUS}"
+        }
+
+
+def test_kubeconfig_works_from_outside_and_shows_only_the_tenant(alpha: Tenant, super_kubectl: Kubectl) -> None:
+    alpha.fetch_kubeconfig()
+    version = json.loads(alpha.kubectl("version", "-o", "json"))
+    assert version["serverVersion"]["gitVersion"] == PREVIOUS
+    alpha.kubectl("create", "namespace", APP_NAMESPACE)
+    tenant_namespaces = {n["metadata"]["name"] for n in alpha.kubectl.json("get", "namespaces")["items"]}
+    super_namespaces = {n["metadata"]["name"] for n in super_kubectl.json("get", "namespaces")["items"]}
+    assert APP_NAMESPACE in tenant_namespaces
+    assert tenant_namespaces & super_namespaces <= {"default", "kube-system", "kube-public", "kube-node-lease"}
+    assert not any(n.startswith("stockade-") for n in tenant_namespaces)
+    tenant_nodes = {n["metadata"]["name"] for n in alpha.kubectl.json("get", "nodes")["items"]}
+    super_nodes = {n["metadata"]["name"] for n in super_kubectl.json("get", "nodes")["items"]}
+    assert tenant_nodes == {f"stockade-{alpha.name}"} and not tenant_nodes & super_nodes
+    super_pods = {p["metadata"]["name"] for p in super_kubectl.json("get", "pods", "-A")["items"]}
+    tenant_pods = {p["metadata"]["name"] for p in alpha.kubectl.json("get", "pods", "-A")["items"]}
+    assert not tenant_pods & super_pods
+
+
+def test_deployment_runs_as_sandboxed_pods_in_the_super_cluster(alpha: Tenant, super_kubectl: Kubectl) -> None:
+    apply(alpha.kubectl, web_deployment(3))
+    eventually(lambda: len(running(pods(alpha.kubectl, APP_NAMESPACE, "app=web"))) == 3, timeout=240, interval=2,
+               what="3 tenant pods Running")  # fmt: skip
+    backing = eventually(
+        lambda: (found := running(pods(super_kubectl, alpha.workloads_namespace))) and len(found) == 3 and found,
+        timeout=60, what="3 super pods Running",
+    )  # fmt: skip
+    assert_sandboxed(backing)
+
+
+def test_tenant_pod_reaches_its_api_server_with_its_own_token(alpha: Tenant) -> None:
+    token = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    command = (
+        f'wget -q -O /dev/termination-log --no-check-certificate --header "Authorization: Bearer $(cat {token})" '
+        '"https://$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT/api"'
+    )
+    apply(alpha.kubectl, pod("whoami", command))
+    obj = finished(alpha.kubectl, "whoami")
+    assert obj["status"]["phase"] == "Succeeded", obj["status"]
+    assert '"kind":"APIVersions"' in termination_message(obj).replace(" ", "")
+
+
+def test_scaling_converges_both_ways(alpha: Tenant, super_kubectl: Kubectl) -> None:
+    alpha.kubectl("scale", "deployment/web", "-n", APP_NAMESPACE, "--replicas=1")
+    eventually(lambda: len(pods(super_kubectl, alpha.workloads_namespace, "app=web")) == 1, timeout=120, interval=2,
+               what="super pods scaled to 1")  # fmt: skip
+    assert len(running(pods(alpha.kubectl, APP_NAMESPACE, "app=web"))) == 1
+
+
+def test_privileged_and_host_path_pods_are_refused_with_a_clear_message(alpha: Tenant, super_kubectl: Kubectl) -> None:
+    privileged = pod("privileged", "sleep 3600")
+    privileged["spec"]["containers"][0]["securityContext"] = {"privileged": True}
+    host_path = pod("hostpath", "sleep 3600", volumes=[{"name": "root", "hostPath": {"path": "/"}}])
+    apply(alpha.kubectl, privileged, host_path)
+    for name, words in (("privileged", "securityContext.privileged"), ("hostpath", "hostPath")):
+
+        def refused(name: str = name) -> str | None:
+            conditions = alpha.kubectl.json("get", "pod", name, "-n", APP_NAMESPACE)["status"].get("conditions") or []
+            return next((c["message"] for c in conditions if c.get("reason") == REJECTED_REASON), None)
+
+        message = eventually(refused, timeout=60, what=f"pod {name} refused")
+        assert words in message
+    names = {p["metadata"]["name"] for p in pods(super_kubectl, alpha.workloads_namespace)}
+    assert not any(n.startswith(("privileged-", "hostpath-")) for n in names)
+    alpha.kubectl("delete", "pod", "privileged", "hostpath", "-n", APP_NAMESPACE, "--wait=false")
+
+
+def probe_command(targets: dict[str, str]) -> str:
+    """Try a TCP connection to each `name: ip:port`; write `name=open|closed` lines as the result."""
+    checks = [
+        f"if nc -z -w 3 {address.rsplit(':', 1)[0]} {address.rsplit(':', 1)[1]}; then echo {name}=open; "
+        f"else echo {name}=closed; fi"
+        for name, address in targets.items()
+    ]
+    return "{ " + "; ".join(checks) + "; } > /dev/termination-log"
+
+
+def test_tenants_cannot_reach_each_other_nor_the_super_cluster(
+    alpha: Tenant, beta: Tenant, super_kubectl: Kubectl
+) -> None:
+    beta.wait_ready()
+    beta.fetch_kubeconfig()
+    beta.kubectl("create", "namespace", APP_NAMESPACE)
+    service = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "web", "namespace": APP_NAMESPACE},
+        "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]},
+    }
+    apply(beta.kubectl, web_deployment(1), service)
+    beta_pod = eventually(lambda: running(pods(super_kubectl, beta.workloads_namespace, "app=web"))[0], timeout=240)
+    beta_service = eventually(
+        lambda: next(s for s in super_kubectl.json("get", "services", "-n", beta.workloads_namespace)["items"]
+                     if s["spec"].get("selector")),
+        timeout=60, what="beta's Service mirrored down",
+    )  # fmt: skip
+    beta_etcd = running(pods(super_kubectl, beta.control_plane_namespace, "stockade.dev/component=etcd"))[0]
+    endpoints = super_kubectl.json("get", "endpoints", "kubernetes", "-n", "default")["subsets"][0]
+    super_api = f"{endpoints['addresses'][0]['ip']}:{endpoints['ports'][0]['port']}"
+    alpha_web = running(pods(super_kubectl, alpha.workloads_namespace, "app=web"))[0]
+    targets = {
+        "own-api": "$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT",
+        "own-pod": f"{alpha_web['status']['podIP']}:8080",
+        "beta-pod": f"{beta_pod['status']['podIP']}:8080",
+        "beta-service": f"{beta_service['spec']['clusterIP']}:80",
+        "beta-etcd": f"{beta_etcd['status']['podIP']}:2379",
+        "super-api": super_api,
+        "super-api-service": "10.0.0.1:443",
+        "metadata": "169.254.169.254:80",
+    }
+    apply(alpha.kubectl, pod("probe", probe_command(targets)))
+    results = dict(
+        line.split("=", 1) for line in termination_message(finished(alpha.kubectl, "probe")).splitlines() if "=" in line
+    )
+    # The positive controls prove the probe itself works; everything else must be closed.
+    assert results == {
+        "own-api": "open",
+        "own-pod": "open",
+        **{name: "closed" for name in targets if not name.startswith("own-")},
+    }, results
+
+
+def test_api_server_pod_and_operator_killed_together_converge_with_nothing_lost(
+    alpha: Tenant, stockade: Operator, super_kubectl: Kubectl
+) -> None:
+    before = {p["metadata"]["uid"] for p in running(pods(super_kubectl, alpha.workloads_namespace, "app=web"))}
+    super_kubectl(
+        "delete", "pod", "-n", alpha.control_plane_namespace, "-l", "stockade.dev/component=kube-apiserver",
+        "--grace-period=0", "--force",
+    )  # fmt: skip
+    stockade.restart()
+    alpha.wait_ready()
+    eventually(lambda: alpha.kubectl("get", "namespace", APP_NAMESPACE), timeout=120, what="tenant API answers again")
+    assert alpha.kubectl.json("get", "deployment", "web", "-n", APP_NAMESPACE)["spec"]["replicas"] == 1
+    after = {p["metadata"]["uid"] for p in running(pods(super_kubectl, alpha.workloads_namespace, "app=web"))}
+    assert after == before  # the workload never stopped
+
+
+def test_ca_rotation_keeps_workloads_and_a_refetched_kubeconfig_works(alpha: Tenant, super_kubectl: Kubectl) -> None:
+    before = {p["metadata"]["uid"] for p in running(pods(super_kubectl, alpha.workloads_namespace, "app=web"))}
+    alpha.patch({"metadata": {"annotations": {"stockade.dev/rotate-ca": str(time.time())}}})
+    eventually(lambda: alpha.get()["status"].get("rotation", {}).get("ca"), timeout=120, what="CA rotation recorded")
+    alpha.wait_ready()
+    alpha.fetch_kubeconfig()
+    eventually(lambda: alpha.kubectl("get", "namespace", APP_NAMESPACE), timeout=180, what="new kubeconfig works")
+    after = {p["metadata"]["uid"] for p in running(pods(super_kubectl, alpha.workloads_namespace, "app=web"))}
+    assert after == before
+
+
+def test_suspend_and_resume_keep_data_and_workloads(alpha: Tenant, super_kubectl: Kubectl) -> None:
+    before = {p["metadata"]["uid"] for p in running(pods(super_kubectl, alpha.workloads_namespace, "app=web"))}
+    alpha.patch({"spec": {"suspended": True}})
+    eventually(lambda: alpha.get()["status"]["phase"] == "Suspended", timeout=120, what="phase Suspended")
+    eventually(lambda: not pods(super_kubectl, alpha.control_plane_namespace), timeout=120, what="control plane gone")
+    assert {p["metadata"]["uid"] for p in running(pods(super_kubectl, alpha.workloads_namespace, "app=web"))} == before
+    alpha.patch({"spec": {"suspended": False}})
+    alpha.wait_ready()
+    eventually(lambda: alpha.kubectl("get", "deployment", "web", "-n", APP_NAMESPACE), timeout=120, what="data kept")
+    after = {p["metadata"]["uid"] for p in running(pods(super_kubectl, alpha.workloads_namespace, "app=web"))}
+    assert after == before
+
+
+def test_upgrade_one_minor_keeps_workloads_and_kubeconfig(alpha: Tenant, super_kubectl: Kubectl) -> None:
+    before = {p["metadata"]["uid"] for p in running(pods(super_kubectl, alpha.workloads_namespace, "app=web"))}
+    alpha.patch({"spec": {"kubernetes": {"version": CURRENT}}})
+    obj = alpha.wait_ready(version=CURRENT)
+    assert obj["status"]["version"] == CURRENT
+    server = lambda: json.loads(alpha.kubectl("version", "-o", "json"))["serverVersion"]["gitVersion"]  # noqa: E731
+    eventually(lambda: server() == CURRENT, timeout=120, what=f"the tenant API server reports {CURRENT}")
+    cp_pods = running(pods(super_kubectl, alpha.control_plane_namespace))
+    images = {c["image"] for p in cp_pods for c in p["spec"]["containers"]}
+    assert f"registry.k8s.io/kube-apiserver:{CURRENT}" in images
+    assert alpha.kubectl.json("get", "deployment", "web", "-n", APP_NAMESPACE)["spec"]["replicas"] == 1
+    after = {p["metadata"]["uid"] for p in running(pods(super_kubectl, alpha.workloads_namespace, "app=web"))}
+    assert after == before
+
+
+def leftovers(super_kubectl: Kubectl, tenant: str) -> list[str]:
+    """Everything in the super cluster that still belongs to `tenant`, by label or by namespace."""
+    found = []
+    label = f"stockade.dev/tenant={tenant}"
+    for kind in (
+        "namespaces",
+        "persistentvolumes",
+        "clusterroles",
+        "clusterrolebindings",
+        "pods",
+        "secrets",
+        "services",
+    ):
+        for item in super_kubectl.json("get", kind, "-A", "-l", label)["items"]:
+            found.append(f"{kind}/{item['metadata']['name']}")
+    for item in super_kubectl.json("get", "namespaces")["items"]:
+        if item["metadata"]["name"].startswith(f"stockade-{tenant}-"):
+            found.append(f"namespaces/{item['metadata']['name']}")
+    for pv in super_kubectl.json("get", "persistentvolumes")["items"]:
+        claim = pv["spec"].get("claimRef") or {}
+        if claim.get("namespace", "").startswith(f"stockade-{tenant}-"):
+            found.append(f"persistentvolumes/{pv['metadata']['name']}")
+    return sorted(set(found))
+
+
+@pytest.mark.parametrize("name", ["beta", "alpha"])
+def test_deleting_a_tenant_leaves_nothing_in_the_super_cluster(
+    name: str, request: pytest.FixtureRequest, super_kubectl: Kubectl
+) -> None:
+    tenant: Tenant = request.getfixturevalue(name)
+    assert leftovers(super_kubectl, tenant.name)  # it exists before
+    super_kubectl("delete", "tenant", tenant.name, "--timeout=300s", timeout=320)
+    eventually(lambda: not leftovers(super_kubectl, tenant.name), timeout=180, interval=2,
+               what=f"nothing of {tenant.name} left")  # fmt: skip
