@@ -37,13 +37,14 @@ started=$(date +%s)
 total=16
 n=0
 
-# build OUT_DIR NAME MODULE_DIR PACKAGE CGO LDFLAGS
+# build OUT_DIR NAME MODULE_DIR PACKAGE CGO LDFLAGS [MOD_MODE]
 build() {
-  local out_dir=$1 name=$2 module_dir=$3 package=$4 cgo=$5 ldflags=$6
+  local out_dir=$1 name=$2 module_dir=$3 package=$4 cgo=$5 ldflags=$6 mod_mode=${7:-readonly}
   n=$((n + 1))
   local stamp_file="$out_dir/.$name.stamp"
   local stamp
-  stamp="$( (cat "$module_dir/go.mod" "$module_dir/go.sum"; echo "$cgo $ldflags") | sha256sum | cut -c1-16)"
+  stamp="$( (cat "$module_dir/go.mod" "$module_dir/go.sum"; echo "$cgo $ldflags $mod_mode"
+    [ "$mod_mode" != vendor ] || cat "$module_dir/vendor/modules.txt" "$module_dir/PATCHED") | sha256sum | cut -c1-16)"
   if [ -x "$out_dir/$name" ] && [ "$(cat "$stamp_file" 2>/dev/null)" = "$stamp" ]; then
     echo "[$n/$total] $name ($(basename "$(dirname "$out_dir")")): up to date"
     return
@@ -54,7 +55,7 @@ build() {
   ( while sleep 30; do echo "      … $name still building, $(( $(date +%s) - t0 ))s"; done ) &
   local ticker=$!
   local rc=0
-  (cd "$module_dir" && CGO_ENABLED=$cgo go build -mod=readonly -trimpath \
+  (cd "$module_dir" && CGO_ENABLED=$cgo go build -mod="$mod_mode" -trimpath \
       -ldflags "-s -w $ldflags" -o "$out_dir/$name.partial" "$package") || rc=$?
   kill "$ticker" 2>/dev/null; wait "$ticker" 2>/dev/null || true
   if [ "$rc" -ne 0 ]; then
@@ -81,7 +82,23 @@ build "$bin_dir" etcdctl "$here/etcd" go.etcd.io/etcd/etcdctl/v3 0 \
   "-X go.etcd.io/etcd/api/v3/version.GitSHA=module-${ETCD_VERSION}"
 build "$bin_dir" runsc "$here/gvisor" gvisor.dev/gvisor/runsc 0 \
   "-X gvisor.dev/gvisor/runsc/version.version=${GVISOR_VERSION}"
-build "$bin_dir" containerd-shim-runsc-v1 "$here/gvisor" gvisor.dev/gvisor/shim 0 ""
+# gVisor's shim sets its own OOM score to -999, which needs CAP_SYS_RESOURCE; hosts like these VMs
+# withhold it even from root, and the shim then refuses to start. Build it with the shim's score at
+# 0 instead (containerd's own runc shim takes its parent's score + 1): one constant, patched in a
+# vendored copy outside the repository (Go cannot overlay files of the module cache).
+patched="$cache_root/patched/gvisor-${GVISOR_VERSION}"
+manager="$patched/vendor/gvisor.dev/gvisor/pkg/shim/v1/manager.go"
+if ! grep -qs "stockade: was -999" "$manager"; then
+  echo "      vendoring gVisor to patch its shim's OOM score …"
+  rm -rf "$patched"; mkdir -p "$patched"
+  cp "$here/gvisor/go.mod" "$here/gvisor/go.sum" "$patched/"
+  (cd "$patched" && go mod vendor)
+  sed -i 's/oomScoreMax = -999$/oomScoreMax = 0 \/\/ stockade: was -999 (needs CAP_SYS_RESOURCE)/' "$manager"
+  grep -q "stockade: was -999" "$manager" \
+    || { echo "error: gVisor's shim no longer sets oomScoreMax = -999; review the patch in build.sh" >&2; exit 1; }
+  grep -n "stockade: was" "$manager" > "$patched/PATCHED"
+fi
+build "$bin_dir" containerd-shim-runsc-v1 "$patched" gvisor.dev/gvisor/shim 0 "" vendor
 build "$bin_dir" coredns "$here/coredns" github.com/coredns/coredns 0 ""
 build "$bin_dir" kube-router "$here/kube-router" github.com/cloudnativelabs/kube-router/v2/cmd/kube-router 0 \
   "-X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=${KUBE_ROUTER_FORK_VERSION}"

@@ -22,6 +22,7 @@ from stockade.localcluster import host
 from stockade.localcluster.cluster import LocalClusterError, SuperCluster
 from stockade.localcluster.node import Layout
 from stockade.testbed.binaries import TestbinMissingError
+from stockade.testbed.kubectl import KubectlError
 from stockade.testbed.process import OWNER_ENV
 
 READY, FAILED = "READY", "FAILED"
@@ -69,7 +70,7 @@ def serve(layout: Layout) -> int:
         cluster.stop()
         out("stopped")
         return 0
-    except (LocalClusterError, TestbinMissingError, OSError, subprocess.SubprocessError) as error:
+    except (LocalClusterError, KubectlError, TestbinMissingError, OSError, subprocess.SubprocessError) as error:
         out(f"{FAILED} {error}")
         return 1
 
@@ -78,13 +79,13 @@ def _follow(progress: Path, offset: int, pid: int, timeout: float) -> tuple[str 
     """Print the supervisor's new progress lines until READY/FAILED, it dies, or `timeout`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        with contextlib.suppress(FileNotFoundError), progress.open() as handle:
+        with contextlib.suppress(FileNotFoundError), progress.open("rb") as handle:
             handle.seek(offset)
             for line in handle.read().splitlines(keepends=True):
-                if not line.endswith("\n"):
+                if not line.endswith(b"\n"):
                     break
                 offset += len(line)
-                text = line.rstrip("\n")
+                text = line.decode(errors="replace").rstrip("\n")
                 if text.startswith((READY, FAILED)):
                     return text, offset
                 print(text, flush=True)
@@ -104,9 +105,10 @@ def up(layout: Layout) -> int:
     if running := _supervisor(layout):
         result, _ = _follow(progress, 0, running[0], UP_TIMEOUT)
         if result and result.startswith(READY):
-            print(f"the local super cluster is already up; kubeconfig: {layout.kubeconfig}")
+            print(f"the local super cluster is up; kubeconfig: {layout.kubeconfig}")
             return 0
-        print("error: a local super cluster is running but not ready; run `e2e/cluster down` first", file=sys.stderr)
+        reason = result.removeprefix(FAILED).strip() if result else "it is not ready"
+        print(f"error: the local super cluster did not start: {reason}", file=sys.stderr)
         return 1
     if host.HostSnapshot.load(host.snapshot_path(layout)) is not None:
         print("cleaning up what a previous local super cluster left behind …")

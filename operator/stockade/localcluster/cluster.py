@@ -152,6 +152,8 @@ class SuperCluster:
             service_cidr=n.SERVICE_CIDR,
             # Only for its deleter: volumes of the pool are removed when their claim is deleted.
             extra_controller_manager_args=["--enable-hostpath-provisioner=true"],
+            # The node's name does not resolve on this machine; its address does (logs, exec).
+            extra_apiserver_args=["--kubelet-preferred-address-types=InternalIP,Hostname"],
         )
         self.plane.start()
         shutil.copy(self.plane.kubeconfig_path, layout.kubeconfig)
@@ -199,9 +201,11 @@ class SuperCluster:
     def _start_containerd(self) -> None:
         layout = self.layout
         assert self.plane is not None
-        platform = "kvm" if n.kvm_usable() else "systrap"
+        runsc = find_binary("runsc")
+        platform, why = n.gvisor_platform(runsc)
+        self.out(f"    gVisor platform {platform}: {why}")
         runsc_options = layout.state / "runsc.toml"
-        runsc_options.write_text(n.runsc_config(find_binary("runsc"), layout, platform))
+        runsc_options.write_text(n.runsc_config(runsc, layout, platform))
         config = layout.state / "containerd.toml"
         config.write_text(n.containerd_config(layout, runsc_options))
         n.write_json(layout.cni_conf_dir / "10-stockade-local.conflist", n.cni_conflist(layout))
@@ -209,7 +213,6 @@ class SuperCluster:
         env = {"PATH": f"{testbin_dir()}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"}
         self.containerd = self.plane.spawn("containerd", ["containerd", "--config", str(config)], env=env)
         self._wait(lambda: self._ctr("version", check=False).returncode == 0, 30, "containerd answering", "containerd")
-        self.out(f"    gVisor platform: {platform}")
 
     def _ctr(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,18 +70,30 @@ class Layout:
         return (self.state, self.run, self.volumes)
 
 
-def kvm_usable() -> bool:
-    """gVisor's KVM platform needs /dev/kvm readable and writable; otherwise systrap."""
+def gvisor_platform(runsc: Path, timeout: float = 20.0) -> tuple[str, str]:
+    """`kvm` if gVisor really runs a process on it here, else `systrap`; and why.
+
+    An openable /dev/kvm is not enough: in some nested VMs the KVM platform boots and then never
+    runs the workload, so this runs `/bin/true` in a throwaway sandbox and waits for it."""
     try:
         fd = os.open("/dev/kvm", os.O_RDWR | os.O_CLOEXEC)
-    except OSError:
-        return False
+    except OSError as error:
+        return "systrap", f"/dev/kvm unusable ({error.strerror})"
     os.close(fd)
-    return True
+    with tempfile.TemporaryDirectory(prefix="stockade-runsc-probe-") as root:
+        argv = [str(runsc), f"--root={root}", "--platform=kvm", "--network=none", "do", "/bin/true"]
+        probe = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        try:
+            code = probe.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(probe.pid, signal.SIGKILL)
+            probe.wait()
+            return "systrap", f"the KVM platform did not run /bin/true within {timeout:.0f}s"
+    return ("kvm", "the KVM platform runs") if code == 0 else ("systrap", f"the KVM platform failed (exit {code})")
 
 
 def runsc_config(runsc: Path, layout: Layout, platform: str) -> str:
-    """The shim's options file (TOML): which runsc, where its state lives, and its flags."""
+    """containerd-shim-runsc-v1's options file (TOML): which runsc, where its state lives, its flags."""
     return "\n".join(
         [
             f'binary_name = "{runsc}"',
@@ -91,9 +106,11 @@ def runsc_config(runsc: Path, layout: Layout, platform: str) -> str:
 
 
 def containerd_config(layout: Layout, runsc_options: Path) -> str:
-    """containerd 1.6 (config version 2): CRI with runc (the node's own pods) and runsc (sandboxes)."""
+    """containerd 1.6 (config version 2): CRI with runc (the node's own pods) and gVisor's shim as
+    runtime handler `runsc` (the sandboxes)."""
     cri = 'plugins."io.containerd.grpc.v1.cri"'
     runtimes = f"{cri}.containerd.runtimes"
+    gvisor = f"{runtimes}.{GVISOR_RUNTIME_HANDLER}"
     return "\n".join(
         [
             "version = 2",
@@ -104,6 +121,9 @@ def containerd_config(layout: Layout, runsc_options: Path) -> str:
             f"[{cri}]",
             f'  sandbox_image = "{SANDBOX_IMAGE}"',
             "  enable_selinux = false",
+            # Pods ask for negative OOM scores (the pause container: -998); lowering a score needs
+            # CAP_SYS_RESOURCE, which some hosts (this VM) withhold even from root.
+            "  restrict_oom_score_adj = true",
             f"[{cri}.containerd]",
             '  snapshotter = "overlayfs"',
             '  default_runtime_name = "runc"',
@@ -111,9 +131,9 @@ def containerd_config(layout: Layout, runsc_options: Path) -> str:
             '  runtime_type = "io.containerd.runc.v2"',
             f"[{runtimes}.runc.options]",
             "  SystemdCgroup = false",
-            f"[{runtimes}.{GVISOR_RUNTIME_HANDLER}]",
+            f"[{gvisor}]",
             '  runtime_type = "io.containerd.runsc.v1"',
-            f"[{runtimes}.{GVISOR_RUNTIME_HANDLER}.options]",
+            f"[{gvisor}.options]",
             '  TypeUrl = "io.containerd.runsc.v1.options"',
             f'  ConfigPath = "{runsc_options}"',
             f"[{cri}.cni]",
