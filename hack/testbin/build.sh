@@ -82,21 +82,26 @@ build "$bin_dir" etcdctl "$here/etcd" go.etcd.io/etcd/etcdctl/v3 0 \
   "-X go.etcd.io/etcd/api/v3/version.GitSHA=module-${ETCD_VERSION}"
 build "$bin_dir" runsc "$here/gvisor" gvisor.dev/gvisor/runsc 0 \
   "-X gvisor.dev/gvisor/runsc/version.version=${GVISOR_VERSION}"
-# gVisor's shim sets its own OOM score to -999, which needs CAP_SYS_RESOURCE; hosts like these VMs
-# withhold it even from root, and the shim then refuses to start. Build it with the shim's score at
-# 0 instead (containerd's own runc shim takes its parent's score + 1): one constant, patched in a
-# vendored copy outside the repository (Go cannot overlay files of the module cache).
+# gVisor's shim needs two changes to run under Debian bookworm's containerd 1.6 on hosts like these
+# VMs, made in a vendored copy outside the repository (Go cannot overlay module-cache files):
+# - it sets its own OOM score to -999, which needs CAP_SYS_RESOURCE (withheld here even from root),
+#   and refuses to start otherwise: use 0 (containerd's runc shim takes its parent's score + 1);
+# - its containerd 2 shim library answers `start` with JSON bootstrap parameters, which containerd
+#   1.6 cannot read: answer with the plain socket address, which every containerd understands.
 patched="$cache_root/patched/gvisor-${GVISOR_VERSION}"
 manager="$patched/vendor/gvisor.dev/gvisor/pkg/shim/v1/manager.go"
-if ! grep -qs "stockade: was -999" "$manager"; then
-  echo "      vendoring gVisor to patch its shim's OOM score …"
+shimlib="$patched/vendor/github.com/containerd/containerd/v2/pkg/shim/shim.go"
+if ! grep -qs "stockade:" "$manager" || ! grep -qs "stockade:" "$shimlib"; then
+  echo "      vendoring gVisor to patch its shim for containerd 1.6 …"
   rm -rf "$patched"; mkdir -p "$patched"
   cp "$here/gvisor/go.mod" "$here/gvisor/go.sum" "$patched/"
   (cd "$patched" && go mod vendor)
   sed -i 's/oomScoreMax = -999$/oomScoreMax = 0 \/\/ stockade: was -999 (needs CAP_SYS_RESOURCE)/' "$manager"
-  grep -q "stockade: was -999" "$manager" \
-    || { echo "error: gVisor's shim no longer sets oomScoreMax = -999; review the patch in build.sh" >&2; exit 1; }
-  grep -n "stockade: was" "$manager" > "$patched/PATCHED"
+  sed -i 's/data, err := json.Marshal(&params)$/data, err := json.RawMessage(params.Address), error(nil) \/\/ stockade: plain address/' \
+    "$shimlib"
+  grep -q "stockade:" "$manager" && grep -q "stockade:" "$shimlib" \
+    || { echo "error: gVisor's shim changed; review the patches in hack/testbin/build.sh" >&2; exit 1; }
+  grep -n "stockade:" "$manager" "$shimlib" > "$patched/PATCHED"
 fi
 build "$bin_dir" containerd-shim-runsc-v1 "$patched" gvisor.dev/gvisor/shim 0 "" vendor
 build "$bin_dir" coredns "$here/coredns" github.com/coredns/coredns 0 ""

@@ -32,6 +32,7 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 # kubelet's pod cgroups (cgroupfs driver): everything below them belongs to the cluster.
 POD_CGROUP = "kubepods"
 NETNS_DIR = Path("/run/netns")
+CONTAINERD_RUN = Path("/run/containerd")
 
 
 @dataclass
@@ -42,6 +43,8 @@ class HostSnapshot:
     links: list[str] = field(default_factory=list)
     ipsets: list[str] = field(default_factory=list)
     cni_state_existed: bool = False
+    # containerd 1.6 puts shim sockets in /run/containerd/s whatever its configured state folder.
+    containerd_run_existed: bool = False
 
     def save(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -94,6 +97,7 @@ def take_snapshot(layout: Layout) -> HostSnapshot:
         links=links(),
         ipsets=ipsets(),
         cni_state_existed=Path("/var/lib/cni").exists(),
+        containerd_run_existed=CONTAINERD_RUN.exists(),
     )
     taken.save(path)
     return taken
@@ -225,6 +229,9 @@ def restore(layout: Layout, owner_marker: bytes, log: Callable[[str], None] = pr
                 Path("/proc/sys", key).write_text(value)
         if not snap.cni_state_existed:
             shutil.rmtree("/var/lib/cni", ignore_errors=True)
+        if not snap.containerd_run_existed:
+            unmount_below([CONTAINERD_RUN])
+            shutil.rmtree(CONTAINERD_RUN, ignore_errors=True)
     log("network devices, firewall tables and sysctls restored")
 
     for path in layout.owned_paths():
