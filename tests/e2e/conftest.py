@@ -143,6 +143,11 @@ class Tenant:
 
 
 def create_tenant(super_kubectl: Kubectl, folder: Path, name: str, spec: dict[str, Any]) -> Tenant:
+    # A Tenant of the same name still being deleted (an earlier session's) would swallow the apply.
+    eventually(
+        lambda: not super_kubectl("get", "tenant", name, "--ignore-not-found", "-o", "name").strip(),
+        timeout=300, interval=2, what=f"an earlier Tenant {name} deleted",
+    )  # fmt: skip
     manifest = {"apiVersion": "stockade.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": name}, "spec": spec}
     super_kubectl("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump(manifest))
     return Tenant(name, super_kubectl, folder / f"{name}.kubeconfig")

@@ -24,7 +24,7 @@ PASSWD = (
 GROUP = f"root:x:0:\nnonroot:x:{NONROOT_UID}:\n"
 BUSYBOX_APPLETS = (
     "sh", "cat", "date", "echo", "env", "grep", "hostname", "httpd", "id", "kill", "ls", "nc",
-    "nslookup", "printf", "ps", "sleep", "test", "true", "wget",
+    "nslookup", "printf", "ps", "seq", "sleep", "test", "timeout", "true", "wget",
 )  # fmt: skip
 
 
