@@ -286,16 +286,23 @@ def test_api_server_pod_and_operator_killed_together_converge_with_nothing_lost(
     alpha: Tenant, stockade: Operator, super_kubectl: Kubectl
 ) -> None:
     before = {p["metadata"]["uid"] for p in running(pods(super_kubectl, alpha.workloads_namespace, "app=web"))}
-    super_kubectl(
-        "delete", "pod", "-n", alpha.control_plane_namespace, "-l", "stockade.dev/component=kube-apiserver",
-        "--grace-period=0", "--force",
-    )  # fmt: skip
+    selector = "stockade.dev/component=kube-apiserver"
+    killed = {p["metadata"]["name"] for p in pods(super_kubectl, alpha.control_plane_namespace, selector)}
+    super_kubectl("delete", "pod", "-n", alpha.control_plane_namespace, "-l", selector, "--grace-period=0", "--force")
     stockade.restart()
+    eventually(
+        lambda: {p["metadata"]["name"] for p in running(pods(super_kubectl, alpha.control_plane_namespace, selector))}
+        - killed,
+        timeout=120, what="a new API server pod running",
+    )  # fmt: skip
     alpha.wait_ready()
     eventually(lambda: alpha.kubectl("get", "namespace", APP_NAMESPACE), timeout=120, what="tenant API answers again")
     assert alpha.kubectl.json("get", "deployment", "web", "-n", APP_NAMESPACE)["spec"]["replicas"] == 1
-    after = {p["metadata"]["uid"] for p in running(pods(super_kubectl, alpha.workloads_namespace, "app=web"))}
-    assert after == before  # the workload never stopped
+    after = pods(super_kubectl, alpha.workloads_namespace, "app=web")
+    assert {p["metadata"]["uid"] for p in running(after)} == before, [  # the workload never stopped
+        (p["metadata"]["name"], p["metadata"]["uid"], p["status"].get("phase"), p["metadata"].get("deletionTimestamp"))
+        for p in after
+    ]
 
 
 def test_ca_rotation_keeps_workloads_and_a_refetched_kubeconfig_works(alpha: Tenant, super_kubectl: Kubectl) -> None:

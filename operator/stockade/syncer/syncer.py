@@ -208,6 +208,9 @@ class TenantSyncer:
 
     async def handle(self, item: tuple[str, Key]) -> None:
         kind, key = item
+        # Judging needs both sides' full picture: before the super informers have listed, a tenant
+        # pod would look like it lost its super pod (and be deleted) right after a restart.
+        await self.wait_synced()
         started = time.monotonic()
         try:
             if kind == "Pod":
@@ -416,9 +419,10 @@ class TenantSyncer:
         namespace, name = key
         obj = self.tenant_informers[kind].get(key)
         shadow = self.super_informers[kind].get((self.ctx.namespace, tr.super_name(namespace, name)))
-        stale = shadow is not None and (
-            obj is None or shadow["metadata"]["annotations"].get(tr.ANNOTATION_UID) != obj["metadata"]["uid"]
-        )
+        # Only shadows the syncer made carry the tenant UID; others (e.g. the Endpoints the super
+        # cluster's own controller keeps for a Service with a selector) are not ours to judge.
+        shadow_uid = ((shadow or {}).get("metadata", {}).get("annotations") or {}).get(tr.ANNOTATION_UID)
+        stale = shadow_uid is not None and (obj is None or shadow_uid != obj["metadata"]["uid"])
         if kind == "PersistentVolumeClaim" and (obj is None or obj["metadata"].get("deletionTimestamp")):
             # The claim is going: so is the tenant's record of its volume.
             volume = tr.tenant_volume_name(namespace, name)
