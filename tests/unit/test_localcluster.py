@@ -1,0 +1,99 @@
+"""Pure builders of the local super cluster: node configuration and OCI image archives."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+from pathlib import Path
+
+from stockade.localcluster import images
+from stockade.localcluster import node as n
+from stockade.localcluster.host import HostSnapshot
+
+LAYOUT = n.Layout(state=Path("/s"), run=Path("/r"), volumes=Path("/tmp/v"))
+
+
+def test_containerd_registers_gvisor_under_the_runtime_class_handler() -> None:
+    config = n.containerd_config(LAYOUT, Path("/s/runsc.toml"))
+    assert '[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runsc]' in config
+    assert 'runtime_type = "io.containerd.runsc.v1"' in config
+    assert 'ConfigPath = "/s/runsc.toml"' in config
+    assert 'address = "/r/containerd.sock"' in config and 'root = "/s/containerd"' in config
+    assert "SystemdCgroup = false" in config and "restrict_oom_score_adj = true" in config
+    assert f'sandbox_image = "{n.SANDBOX_IMAGE}"' in config
+
+
+def test_runsc_options_name_the_binary_and_platform() -> None:
+    text = n.runsc_config(Path("/bin/runsc"), LAYOUT, "systrap")
+    assert 'binary_name = "/bin/runsc"' in text and 'platform = "systrap"' in text and 'root = "/r/runsc"' in text
+
+
+def test_cni_is_a_bridge_with_host_local_addresses_and_port_mapping() -> None:
+    conf = n.cni_conflist(LAYOUT)
+    bridge, portmap = conf["plugins"]
+    assert bridge["type"] == "bridge" and bridge["bridge"] == n.BRIDGE and bridge["ipMasq"]
+    assert bridge["ipam"]["ranges"] == [[{"subnet": n.POD_CIDR}]]
+    assert bridge["ipam"]["dataDir"].startswith("/s/")
+    assert portmap["type"] == "portmap"
+
+
+def test_kubelet_is_locked_down() -> None:
+    config = n.kubelet_config(LAYOUT, client_ca=Path("/ca"), serving_cert=Path("/c"), serving_key=Path("/k"))
+    assert config["cgroupDriver"] == "cgroupfs"
+    assert config["authentication"]["anonymous"]["enabled"] is False
+    assert config["authorization"]["mode"] == "Webhook" and config["readOnlyPort"] == 0
+    assert config["clusterDNS"] == [n.DNS_SERVICE_IP]
+
+
+def test_kube_router_only_enforces_network_policy() -> None:
+    args = n.kube_router_args(kubeconfig=Path("/k"))
+    assert "--run-firewall=true" in args
+    assert {"--run-router=false", "--run-service-proxy=false", "--enable-cni=false"} <= set(args)
+
+
+def _members(archive: Path) -> dict[str, bytes]:
+    with tarfile.open(archive) as tar:
+        return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
+
+
+def test_oci_archive_is_deterministic_and_named_for_containerd(tmp_path: Path) -> None:
+    binary = tmp_path / "tool"
+    binary.write_bytes(b"#!/bin/sh\necho hi\n")
+    spec = images.ImageSpec("registry.k8s.io/tool:v1", {"/usr/local/bin/tool": binary}, entrypoint=("tool",),
+                            symlinks={"/bin/alias": "../usr/local/bin/tool"})  # fmt: skip
+    first = _members(images.write_oci_archive(spec, tmp_path / "a.tar"))
+    second = _members(images.write_oci_archive(spec, tmp_path / "b.tar"))
+    assert first == second  # same input, same bytes, same digests
+    index = json.loads(first["index.json"])
+    annotations = index["manifests"][0]["annotations"]
+    assert annotations["io.containerd.image.name"] == "registry.k8s.io/tool:v1"
+    manifest = json.loads(first["blobs/sha256/" + index["manifests"][0]["digest"][7:]])
+    config = json.loads(first["blobs/sha256/" + manifest["config"]["digest"][7:]])
+    assert config["config"]["Entrypoint"] == ["tool"] and config["os"] == "linux"
+    layer_digest = manifest["layers"][0]["digest"]
+    layer = first["blobs/sha256/" + layer_digest[7:]]
+    assert "sha256:" + hashlib.sha256(layer).hexdigest() == layer_digest == config["rootfs"]["diff_ids"][0]
+    with tarfile.open(fileobj=io.BytesIO(layer)) as tar:
+        assert tar.extractfile("usr/local/bin/tool").read() == binary.read_bytes()  # type: ignore[union-attr]
+        assert tar.getmember("bin/alias").linkname == "../usr/local/bin/tool"
+        assert tar.getmember("tmp").mode == 0o1777
+        assert b"nonroot:x:65532" in tar.extractfile("etc/passwd").read()  # type: ignore[union-attr]
+
+
+def test_archive_cache_follows_the_source_files(tmp_path: Path) -> None:
+    binary = tmp_path / "tool"
+    binary.write_bytes(b"one")
+    spec = images.ImageSpec("example.local/tool:1", {"/tool": binary})
+    first = images.cached_archive(spec, tmp_path / "cache")
+    assert images.cached_archive(spec, tmp_path / "cache") == first
+    binary.write_bytes(b"two, longer")
+    assert images.cached_archive(spec, tmp_path / "cache") != first
+
+
+def test_host_snapshot_round_trips(tmp_path: Path) -> None:
+    snapshot = HostSnapshot(nft_tables=["ip filter"], sysctls={"net/ipv4/ip_forward": "0"}, ipsets=["a"])
+    snapshot.save(tmp_path / "snap.json")
+    assert HostSnapshot.load(tmp_path / "snap.json") == snapshot
+    assert HostSnapshot.load(tmp_path / "missing.json") is None
