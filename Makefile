@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help venv testbin e2e-deps run test unit integration e2e cluster-up cluster-down lint crds bench
+.PHONY: help venv testbin e2e-deps run test unit integration e2e cluster-up cluster-down lint crds bench bench-startup
 
 help:
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -53,3 +53,10 @@ e2e: venv testbin e2e-deps ## e2e tier: the main command, then a local super clu
 test: venv testbin e2e-deps lint ## Everything CI runs: lint, unit, integration and e2e tiers
 	$(PY) -m pytest tests/unit tests/integration $(PYTEST_ARGS)
 	e2e/run $(PYTEST_ARGS)
+
+bench: venv testbin ## Syncer benchmark: 20 tenants x 250 pods (ARGS="--tenants 2 --pods 20" for a quick one)
+	$(PY) bench/syncer_bench.py $(ARGS)
+
+bench-startup: venv testbin e2e-deps ## Start-up benchmark on a fresh local super cluster (results in bench/results/startup.json)
+	e2e/cluster up
+	KUBECONFIG=/var/lib/stockade-local/admin.kubeconfig $(PY) bench/startup_bench.py $(ARGS); rc=$$?; e2e/cluster down; exit $$rc

@@ -36,6 +36,17 @@ from stockade.testbed.operator_process import operator_process
 STATE_DIR = REPO_ROOT / ".stockade"
 
 
+def install_stockade(kubectl: Kubectl, *, operator_in_cluster: bool = False) -> None:
+    """Apply manifests/ (CRD, RBAC, operator, RuntimeClass, PriorityClass, admission policy). When
+    the operator runs as a process on this machine instead (same ServiceAccount, same ClusterRole),
+    the in-cluster Deployment is scaled to zero: its image is not in the local cluster, and two
+    operators must never run at once (kopf has no leader election)."""
+    kubectl("apply", "--server-side", "-k", str(REPO_ROOT / "manifests"))
+    kubectl("wait", "--for=condition=Established", "crd/tenants.stockade.dev", "--timeout=60s")
+    if not operator_in_cluster:
+        kubectl("-n", naming.OPERATOR_NAMESPACE, "scale", "deployment/stockade-operator", "--replicas=0")
+
+
 def operator_kubeconfig(kubectl: Kubectl, server_kubeconfig: dict[str, Any], target: Path) -> Path:
     """A kubeconfig for the operator's ServiceAccount: the operator runs with exactly its ClusterRole."""
     token = kubectl("create", "token", "stockade-operator", "-n", naming.OPERATOR_NAMESPACE, "--duration=24h").strip()
@@ -116,8 +127,7 @@ def up(args: argparse.Namespace) -> int:
         kubectl = Kubectl(kubeconfig_path)
 
         step = Step("installing Stockade: CRD, RBAC, RuntimeClass, PriorityClass, admission policy")
-        kubectl("apply", "--server-side", "-k", str(REPO_ROOT / "manifests"))
-        kubectl("wait", "--for=condition=Established", "crd/tenants.stockade.dev", "--timeout=60s")
+        install_stockade(kubectl)
         step.done()
 
         step = Step("starting the operator as ServiceAccount stockade-system/stockade-operator")

@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from stockade import naming
-from stockade.local import operator_kubeconfig
+from stockade.local import install_stockade, operator_kubeconfig
 from stockade.localcluster.node import Layout
 from stockade.testbed import ManagedProcess
 from stockade.testbed.kubectl import Kubectl
@@ -30,6 +30,8 @@ RUNTIME_CLASS = os.environ.get("STOCKADE_E2E_RUNTIME_CLASS", "gvisor")
 # The runtime the sandbox RuntimeClass resolves to in containerd (gVisor's shim on the local cluster).
 SANDBOX_RUNTIME = os.environ.get("STOCKADE_E2E_SANDBOX_RUNTIME", "io.containerd.runsc.v1")
 READY_TIMEOUT = 420.0
+# kind: the operator runs in the cluster (the host cannot reach Service IPs there).
+IN_CLUSTER = os.environ.get("STOCKADE_E2E_OPERATOR") == "in-cluster"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -52,20 +54,31 @@ def super_kubectl(super_kubeconfig: Path) -> Kubectl:
 
 
 class Operator:
-    """The operator as a host process; `restart()` SIGKILLs it and starts a fresh one."""
+    """The operator as a host process; `restart()` SIGKILLs it and starts a fresh one.
 
-    def __init__(self, kubeconfig: Path, log: Path):
-        self.kubeconfig, self.log = kubeconfig, log
+    With STOCKADE_E2E_OPERATOR=in-cluster (kind) the operator is the Deployment of manifests/
+    instead, and `restart()` force-deletes its pod."""
+
+    def __init__(self, kubeconfig: Path, log: Path, super_kubectl: Kubectl):
+        self.kubeconfig, self.log, self.super_kubectl = kubeconfig, log, super_kubectl
+        self.in_cluster = IN_CLUSTER
         self.process = self._start()
 
     def _start(self) -> ManagedProcess:
         process = operator_process(
             self.kubeconfig, self.log, SESSION_OWNER, resync_seconds=5, runtime_class=RUNTIME_CLASS
         )
-        process.start()
+        if not self.in_cluster:
+            process.start()
         return process
 
     def restart(self) -> None:
+        if self.in_cluster:
+            self.super_kubectl(
+                "delete", "pod", "-n", naming.OPERATOR_NAMESPACE, "-l", "app.kubernetes.io/name=stockade-operator",
+                "--grace-period=0", "--force",
+            )  # fmt: skip
+            return
         self.process.stop(grace=0)
         self.process = self._start()
 
@@ -77,11 +90,10 @@ class Operator:
 def stockade(
     super_kubectl: Kubectl, super_kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Operator]:
-    super_kubectl("apply", "--server-side", "-k", str(REPO / "manifests"))
-    super_kubectl("wait", "--for=condition=Established", "crd/tenants.stockade.dev", "--timeout=60s")
+    install_stockade(super_kubectl, operator_in_cluster=IN_CLUSTER)
     folder = tmp_path_factory.mktemp("operator")
     kubeconfig = operator_kubeconfig(super_kubectl, yaml.safe_load(super_kubeconfig.read_text()), folder / "kubeconfig")
-    operator = Operator(kubeconfig, folder / "operator.log")
+    operator = Operator(kubeconfig, folder / "operator.log", super_kubectl)
     yield operator
     operator.stop()
 
