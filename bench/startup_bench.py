@@ -29,6 +29,7 @@ import yaml
 
 from stockade import naming
 from stockade.local import install_stockade, operator_kubeconfig
+from stockade.localcluster.cluster import RESTRICTED_SECURITY_CONTEXT as RESTRICTED
 from stockade.localcluster.cluster import WORKLOAD_IMAGE
 from stockade.localcluster.node import NODE_NAME
 from stockade.testbed import LocalControlPlane
@@ -36,13 +37,6 @@ from stockade.testbed.kubectl import Kubectl, KubectlError
 from stockade.testbed.operator_process import operator_process
 
 REPO = Path(__file__).resolve().parents[1]
-RESTRICTED = {
-    "runAsNonRoot": True,
-    "runAsUser": 65532,
-    "allowPrivilegeEscalation": False,
-    "capabilities": {"drop": ["ALL"]},
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
 
 
 def wait(check: Any, timeout: float, what: str, interval: float = 0.25) -> float:

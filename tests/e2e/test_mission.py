@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
+from stockade.localcluster.cluster import RESTRICTED_SECURITY_CONTEXT as RESTRICTED
 from stockade.localcluster.cluster import WORKLOAD_IMAGE
 from stockade.syncer.translate import REJECTED_REASON
 from stockade.testbed.binaries import pinned_versions
@@ -34,13 +35,6 @@ from tests.helpers import eventually
 VERSIONS = pinned_versions()
 CURRENT, PREVIOUS = VERSIONS["KUBERNETES_VERSION"], VERSIONS["PREVIOUS_KUBERNETES_VERSION"]
 APP_NAMESPACE = "shop"
-RESTRICTED = {
-    "runAsNonRoot": True,
-    "runAsUser": 65532,
-    "allowPrivilegeEscalation": False,
-    "capabilities": {"drop": ["ALL"]},
-    "seccompProfile": {"type": "RuntimeDefault"},
-}
 WEB = "echo hello > /tmp/index.html && exec httpd -f -p 8080 -h /tmp"
 
 

@@ -40,6 +40,14 @@ REGISTRY = "registry.k8s.io"
 # A workload image for tests: Debian's static busybox (sh, wget, nc, nslookup, httpd).
 WORKLOAD_IMAGE = "stockade.local/e2e/busybox:1.35"
 BUSYBOX = Path("/bin/busybox")
+# What a test workload's container sets to pass Pod Security `restricted` (the tenants' default).
+RESTRICTED_SECURITY_CONTEXT = {
+    "runAsNonRoot": True,
+    "runAsUser": images.NONROOT_UID,
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
 VOLUME_POOL = 24
 REQUIRED_COMMANDS = ("containerd", "ctr", "runc", "iptables", "nft", "ipset", "ip", "gcc", "conntrack")
 NODE_READY_TIMEOUT = 120
