@@ -23,7 +23,7 @@ from stockade.localcluster.cluster import LocalClusterError, SuperCluster
 from stockade.localcluster.node import Layout
 from stockade.testbed.binaries import TestbinMissingError
 from stockade.testbed.kubectl import KubectlError
-from stockade.testbed.process import OWNER_ENV
+from stockade.testbed.process import OWNER_ENV, file_tail
 
 READY, FAILED = "READY", "FAILED"
 OWNER_VAR = "STOCKADE_LOCAL_OWNER"
@@ -128,17 +128,10 @@ def up(layout: Layout) -> int:
         print(f"local super cluster up in {time.monotonic() - started:.0f}s")
         print(f"  export KUBECONFIG={layout.kubeconfig}")
         return 0
-    reason = result.removeprefix(FAILED).strip() if result else f"supervisor exited:\n{_tail(log)}"
+    reason = result.removeprefix(FAILED).strip() if result else f"supervisor exited:\n{file_tail(log, 40)}"
     print(f"error: the local super cluster did not start: {reason}", file=sys.stderr)
     down(layout)
     return 1
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
-    except FileNotFoundError:
-        return "(no log)"
 
 
 def down(layout: Layout) -> int:

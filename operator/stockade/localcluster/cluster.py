@@ -32,7 +32,7 @@ from stockade.testbed.binaries import (
 )
 from stockade.testbed.controlplane import LocalControlPlane
 from stockade.testbed.kubectl import Kubectl, Step
-from stockade.testbed.process import OWNER_ENV, ManagedProcess
+from stockade.testbed.process import OWNER_ENV
 
 ADDONS = REPO_ROOT / "e2e" / "addons"
 PAUSE_SOURCE = REPO_ROOT / "e2e" / "images" / "pause.c"
@@ -123,7 +123,6 @@ class SuperCluster:
         self.owner = owner
         self.out = out
         self.plane: LocalControlPlane | None = None
-        self.containerd: ManagedProcess | None = None
 
     @property
     def owner_marker(self) -> bytes:
@@ -219,7 +218,7 @@ class SuperCluster:
         n.write_json(layout.cni_conf_dir / "10-stockade-local.conflist", n.cni_conflist(layout))
         # containerd finds containerd-shim-runsc-v1 on its PATH.
         env = {"PATH": f"{testbin_dir()}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"}
-        self.containerd = self.plane.spawn("containerd", ["containerd", "--config", str(config)], env=env)
+        self.plane.spawn("containerd", ["containerd", "--config", str(config)], env=env)
         self._wait(lambda: self._ctr("version", check=False).returncode == 0, 30, "containerd answering", "containerd")
 
     def _ctr(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:

@@ -66,11 +66,16 @@ class ManagedProcess:
         self._popen.wait()
 
     def log_tail(self, lines: int = 60) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
+        return file_tail(self.log_path, lines)
+
+
+def file_tail(path: Path, lines: int = 60) -> str:
+    """The last `lines` lines of a log file, or `(no log)`."""
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
 
 
 def leaked_processes(owner: str) -> list[tuple[int, str]]:
