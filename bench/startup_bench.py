@@ -29,8 +29,8 @@ import yaml
 
 from stockade import naming
 from stockade.local import install_stockade, operator_kubeconfig
+from stockade.localcluster.cluster import NETGATE_IMAGE, WORKLOAD_IMAGE
 from stockade.localcluster.cluster import RESTRICTED_SECURITY_CONTEXT as RESTRICTED
-from stockade.localcluster.cluster import WORKLOAD_IMAGE
 from stockade.localcluster.node import NODE_NAME
 from stockade.testbed import LocalControlPlane
 from stockade.testbed.kubectl import Kubectl, KubectlError
@@ -158,8 +158,9 @@ def main() -> int:
     folder = Path(tempfile.mkdtemp(prefix="stockade-bench-"))
     op_kubeconfig = operator_kubeconfig(super_kubectl, yaml.safe_load(super_kubeconfig.read_text()), folder / "op")
     operator = operator_process(
-        op_kubeconfig, folder / "operator.log", "bench", resync_seconds=5, runtime_class=args.runtime_class
-    )
+        op_kubeconfig, folder / "operator.log", "bench", resync_seconds=5, runtime_class=args.runtime_class,
+        netgate_image=NETGATE_IMAGE,
+    )  # fmt: skip
     operator.start()
     runs = []
     try:

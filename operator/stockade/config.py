@@ -36,6 +36,9 @@ class OperatorConfig:
     priority_class: str = "stockade-control-plane"
     image_pull_policy: str = "IfNotPresent"
     cluster_domain: str = "cluster.local"
+    # The network gate's image (`images/netgate`): first in every tenant pod, it holds the pod's own
+    # containers back until the pod's NetworkPolicy is enforced.
+    netgate_image: str = "ghcr.io/stockade-dev/netgate:0.1.0"
 
     @classmethod
     def from_env(cls) -> OperatorConfig:
@@ -47,4 +50,5 @@ class OperatorConfig:
             never_egress=_env_list("STOCKADE_NEVER_EGRESS", defaults.never_egress),
             dns_namespace=os.environ.get("STOCKADE_DNS_NAMESPACE", defaults.dns_namespace),
             image_pull_policy=os.environ.get("STOCKADE_IMAGE_PULL_POLICY", defaults.image_pull_policy),
+            netgate_image=os.environ.get("STOCKADE_NETGATE_IMAGE", defaults.netgate_image),
         )

@@ -119,7 +119,10 @@ async def sync_workloads(body: kopf.Body, name: str, **_: Any) -> None:
 
     tenant = await reconciler().kube.get("stockade.dev/v1alpha1", "Tenant", name)
     try:
-        await run_tenant_syncer(reconciler().kube, _state_pool(), tenant, reconciler().config.runtime_class, report)
+        config = reconciler().config
+        await run_tenant_syncer(
+            reconciler().kube, _state_pool(), tenant, config.runtime_class, report, netgate_image=config.netgate_image
+        )
     except (asyncio.CancelledError, kopf.TemporaryError):
         raise
     except Exception as error:

@@ -26,7 +26,7 @@ import yaml
 
 from stockade import naming
 from stockade.kubeconfig import build_kubeconfig
-from stockade.localcluster.cluster import LocalClusterError, SuperCluster
+from stockade.localcluster.cluster import NETGATE_IMAGE, LocalClusterError, SuperCluster
 from stockade.localcluster.node import Layout
 from stockade.testbed import ManagedProcess, TestbinMissingError, find_binary
 from stockade.testbed.binaries import REPO_ROOT
@@ -134,8 +134,9 @@ def up(args: argparse.Namespace) -> int:
         server_kubeconfig = yaml.safe_load(kubeconfig_path.read_text())
         op_kubeconfig = operator_kubeconfig(kubectl, server_kubeconfig, STATE_DIR / "operator.kubeconfig")
         operator = operator_process(
-            op_kubeconfig, STATE_DIR / "operator.log", owner, resync_seconds=5, runtime_class=runtime_class
-        )
+            op_kubeconfig, STATE_DIR / "operator.log", owner, resync_seconds=5, runtime_class=runtime_class,
+            netgate_image=None if existing else NETGATE_IMAGE,
+        )  # fmt: skip
         processes.append(operator)
         operator.start()
         step.done(f"sandbox RuntimeClass {runtime_class}; log: {STATE_DIR / 'operator.log'}")

@@ -240,6 +240,21 @@ class Quota(Model):
     pods: int = Field(100, ge=0, le=100_000)
     services: int = Field(20, ge=0, le=10_000)
     storage: Quantity = Field("50Gi", description="Sum of PersistentVolumeClaim requests.")
+    limits: ResourceList = Field(
+        default_factory=lambda: ResourceList(cpu="16", memory="32Gi"),
+        description="Sums of CPU and memory limits (limits.cpu, limits.memory).",
+    )
+    config_maps: int = Field(200, ge=0, le=100_000, description="ConfigMaps the tenant may sync down.")
+    secrets: int = Field(
+        200, ge=0, le=100_000, description="Secrets the tenant may sync down (service-account tokens come on top)."
+    )
+    service_accounts: int = Field(100, ge=0, le=100_000, description="ServiceAccounts the tenant may sync down.")
+    persistent_volume_claims: int = Field(50, ge=0, le=10_000, description="PersistentVolumeClaims.")
+    config_bytes: Quantity = Field(
+        "16Mi",
+        description="Total size of the ConfigMaps and Secrets the syncer copies into the super cluster; "
+        "beyond it new ones are refused with an Event.",
+    )
     extended: dict[str, Quantity] = Field(
         default_factory=dict,
         description="Extended resources by name, e.g. {nvidia.com/gpu: 2}.",
@@ -260,6 +275,10 @@ class ContainerDefaults(Model):
 
     requests: ResourceList = Field(default_factory=lambda: ResourceList(cpu="100m", memory="128Mi"))
     limits: ResourceList = Field(default_factory=lambda: ResourceList(cpu="1", memory="512Mi"))
+    max: ResourceList = Field(
+        default_factory=lambda: ResourceList(cpu="4", memory="8Gi"),
+        description="The most one container may ask for (a LimitRange maximum on requests and limits).",
+    )
 
 
 class PodSecurityLevel(StrEnum):
@@ -275,6 +294,31 @@ class EgressSpec(Model):
     )
 
 
+# Volume types every tenant pod may use, whatever its Pod Security level: none mounts anything of the
+# host. Pod Security "restricted" allows the same set, plus inline `csi` (left out: an inline CSI
+# driver, e.g. a secrets-store one, acts with the node's identity). The superuser can add types.
+DEFAULT_VOLUME_TYPES = (
+    "configMap", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret",
+)  # fmt: skip
+VOLUME_TYPE_PATTERN = r"^[a-z][a-zA-Z0-9]*$"
+
+
+class Toleration(Model):
+    key: str | None = Field(None, max_length=316)
+    operator: Literal["Exists", "Equal"] | None = None
+    value: str | None = Field(None, max_length=63)
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+    toleration_seconds: int | None = None
+
+
+class PlacementSpec(Model):
+    """Where tenant pods run in the super cluster. Set by the superuser only: a tenant pod's own
+    nodeSelector, affinity, tolerations and topology spread never reach the super cluster."""
+
+    node_selector: dict[str, Annotated[str, Field(max_length=63)]] = Field(default_factory=dict, max_length=32)
+    tolerations: list[Toleration] = Field(default_factory=list, max_length=32)
+
+
 class WorkloadsSpec(Model):
     runtime_class_name: str | None = Field(
         None,
@@ -288,6 +332,17 @@ class WorkloadsSpec(Model):
         PodSecurityLevel.RESTRICTED, description="Pod Security Standard enforced on tenant pods."
     )
     egress: EgressSpec = Field(default_factory=EgressSpec)
+    volume_types: list[Annotated[str, Field(pattern=VOLUME_TYPE_PATTERN, max_length=64)]] = Field(
+        default_factory=list,
+        description="Volume types allowed besides " + ", ".join(DEFAULT_VOLUME_TYPES) + " (e.g. csi, nfs). "
+        "Each one added lets tenant pods make the super cluster's nodes mount what the tenant names.",
+        max_length=32,
+    )
+    placement: PlacementSpec = Field(default_factory=PlacementSpec)
+
+    @property
+    def allowed_volume_types(self) -> frozenset[str]:
+        return frozenset((*DEFAULT_VOLUME_TYPES, *self.volume_types))
 
 
 RESERVED_SUBJECT_MESSAGE = "system: identities are reserved for Kubernetes itself"

@@ -39,6 +39,11 @@ def workloads_namespace(tenant: str) -> str:
     return f"stockade-{tenant}-workloads"
 
 
+def virtual_node(tenant: str) -> str:
+    """The tenant's one node, as its own cluster sees it."""
+    return f"stockade-{tenant}"
+
+
 def fit(name: str, limit: int = MAX_NAME) -> str:
     """`name` if it fits in `limit` characters, else a prefix plus a hash of the whole name."""
     if len(name) <= limit:

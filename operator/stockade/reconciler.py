@@ -372,7 +372,7 @@ class TenantReconciler:
                 status, text = await tenant.get_raw("/readyz", timeout=10)
                 if status != 200:
                     return False, f"/readyz answered {status}: {text[:200]}"
-                for obj in tenant_rbac.objects(inp.spec):
+                for obj in [*tenant_rbac.objects(inp.spec), *tenant_rbac.node_name_policy(inp.name)]:
                     await tenant.apply(obj)
         except (OSError, TimeoutError, ApiError) as error:
             return False, f"tenant API server unreachable: {error}"

@@ -1,4 +1,5 @@
-"""RBAC objects applied *inside* a tenant's cluster once its API server is up (pure).
+"""Objects applied *inside* a tenant's cluster once its API server is up (pure): RBAC, and the
+admission policy that keeps pods on the tenant's virtual node.
 
 The tenant admin's certificate is in group `stockade:tenant-admins`, bound to cluster-admin by
 a ClusterRoleBinding: revocable, unlike system:masters. The syncer gets exactly the verbs it uses.
@@ -9,10 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 from stockade import certificates as certs
+from stockade import naming
 from stockade.model import TenantSpec
 
 ADMINS_BINDING = "stockade:tenant-admins"
 SYNCER_ROLE = "stockade:syncer"
+NODE_NAME_POLICY = "stockade-virtual-node"
 LABELS = {"app.kubernetes.io/managed-by": "stockade"}
 
 # What the syncer does in a tenant cluster: read workloads, write their status back, publish
@@ -39,6 +42,38 @@ SYNCER_RULES: list[dict[str, Any]] = [
     {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
      "verbs": ["get", "create", "update"]},
 ]  # fmt: skip
+
+
+def node_name_policy(tenant: str) -> list[dict[str, Any]]:
+    """A pod created with `spec.nodeName` skips the scheduler; on any node but the virtual one it
+    would never run (and the pod garbage collector would delete it without a word): refused at the
+    door instead, with the reason."""
+    node = naming.virtual_node(tenant)
+    return [
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": NODE_NAME_POLICY, "labels": LABELS},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {"resourceRules": [
+                    {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}
+                ]},
+                "validations": [{
+                    "expression": f"!has(object.spec.nodeName) || object.spec.nodeName == '{node}'",
+                    "messageExpression": f"'spec.nodeName: Invalid value: \"' + object.spec.nodeName + "
+                                         f"'\": pods run on node {node} only; leave nodeName unset'",
+                    "reason": "Invalid",
+                }],
+            },
+        },
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": NODE_NAME_POLICY, "labels": LABELS},
+            "spec": {"policyName": NODE_NAME_POLICY, "validationActions": ["Deny"]},
+        },
+    ]  # fmt: skip
 
 
 def objects(spec: TenantSpec) -> list[dict[str, Any]]:

@@ -18,6 +18,7 @@ import yaml
 
 from stockade import naming
 from stockade.local import install_stockade, operator_kubeconfig
+from stockade.localcluster.cluster import NETGATE_IMAGE
 from stockade.localcluster.node import Layout
 from stockade.testbed import ManagedProcess
 from stockade.testbed.kubectl import Kubectl
@@ -66,8 +67,9 @@ class Operator:
 
     def _start(self) -> ManagedProcess:
         process = operator_process(
-            self.kubeconfig, self.log, SESSION_OWNER, resync_seconds=5, runtime_class=RUNTIME_CLASS
-        )
+            self.kubeconfig, self.log, SESSION_OWNER, resync_seconds=5, runtime_class=RUNTIME_CLASS,
+            netgate_image=NETGATE_IMAGE,
+        )  # fmt: skip
         if not self.in_cluster:
             process.start()
         return process

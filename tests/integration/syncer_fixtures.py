@@ -18,6 +18,7 @@ from stockade import naming, render, tenant_rbac
 from stockade.config import OperatorConfig
 from stockade.kube import Credentials, KubeClient
 from stockade.model import TenantSpec
+from stockade.syncer.runner import tenant_context
 from stockade.syncer.syncer import SyncerPool, TenantSyncer
 from stockade.syncer.translate import TenantContext
 from stockade.testbed import LocalControlPlane
@@ -105,16 +106,8 @@ class TenantUnderTest:
                            key_pem=leaf.key_pem)  # fmt: skip
 
     def context(self) -> TenantContext:
-        workloads = self.spec.workloads
-        return TenantContext(
-            tenant=self.name,
-            runtime_class=workloads.runtime_class_name or "kata",
-            pod_security=workloads.pod_security.value,
-            apiserver_host=self.apiserver_host,
-            apiserver_port=self.plane.apiserver_port,
-            default_requests=workloads.container_defaults.requests.wire(),
-            default_limits=workloads.container_defaults.limits.wire(),
-            virtual_node=f"stockade-{self.name}",
+        return tenant_context(
+            self.name, self.spec, "kata", self.apiserver_host, apiserver_port=self.plane.apiserver_port
         )
 
     @property

@@ -36,6 +36,9 @@ from stockade.testbed.process import OWNER_ENV
 
 ADDONS = REPO_ROOT / "e2e" / "addons"
 PAUSE_SOURCE = REPO_ROOT / "e2e" / "images" / "pause.c"
+# Stockade's network gate (images/netgate), built here the way its Dockerfile builds it.
+NETGATE_SOURCE = REPO_ROOT / "images" / "netgate" / "netgate.c"
+NETGATE_IMAGE = "stockade.local/netgate:0.1.0"
 REGISTRY = "registry.k8s.io"
 # A workload image for tests: Debian's static busybox (sh, wget, nc, nslookup, httpd).
 WORKLOAD_IMAGE = "stockade.local/e2e/busybox:1.35"
@@ -82,7 +85,7 @@ def _minor(version: str) -> int:
     return int(version.split(".")[1])
 
 
-def image_specs(pause: Path) -> list[images.ImageSpec]:
+def image_specs(pause: Path, netgate: Path) -> list[images.ImageSpec]:
     versions = pinned_versions()
     current, previous = versions["KUBERNETES_VERSION"], versions["PREVIOUS_KUBERNETES_VERSION"]
     bin_dir = testbin_dir()
@@ -96,7 +99,16 @@ def image_specs(pause: Path) -> list[images.ImageSpec]:
             entrypoint=("/coredns",),
         ),
         images.busybox_image(WORKLOAD_IMAGE, BUSYBOX),
+        images.ImageSpec(NETGATE_IMAGE, {"/netgate": netgate}, entrypoint=("/netgate",)),
     ]
+
+
+def static_binary(source: Path, target: Path) -> Path:
+    """`source` (C) compiled static into `target`, again only when the source is newer."""
+    if not target.exists() or target.stat().st_mtime < source.stat().st_mtime:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["gcc", "-Os", "-static", "-s", "-o", str(target), str(source)], check=True)
+    return target
 
 
 def volume_pool(layout: n.Layout, count: int) -> list[dict[str, object]]:
@@ -234,11 +246,8 @@ class SuperCluster:
 
     def _import_images(self) -> None:
         cache = cache_root() / "images"
-        pause = cache / "pause"
-        if not pause.exists() or pause.stat().st_mtime < PAUSE_SOURCE.stat().st_mtime:
-            cache.mkdir(parents=True, exist_ok=True)
-            subprocess.run(["gcc", "-Os", "-static", "-s", "-o", str(pause), str(PAUSE_SOURCE)], check=True)
-        for spec in image_specs(pause):
+        pause = static_binary(PAUSE_SOURCE, cache / "pause")
+        for spec in image_specs(pause, static_binary(NETGATE_SOURCE, cache / "netgate")):
             archive = images.cached_archive(spec, cache)
             self._ctr("images", "import", "--no-unpack=false", str(archive))
             self.out(f"    {spec.reference}")

@@ -15,23 +15,44 @@ from stockade import naming
 from stockade.kube import Credentials, KubeClient
 from stockade.model import TenantSpec
 from stockade.syncer.syncer import SyncerPool, TenantSyncer
-from stockade.syncer.translate import TenantContext
+from stockade.syncer.translate import NetGate, TenantContext, parse_bytes
 
 WORKLOAD_SYNC_READY = "WorkloadSyncReady"
 
 
-def tenant_context(name: str, spec: TenantSpec, runtime_class: str, apiserver_host: str) -> TenantContext:
+def tenant_context(
+    name: str,
+    spec: TenantSpec,
+    runtime_class: str,
+    apiserver_host: str,
+    *,
+    apiserver_port: int = naming.APISERVER_PORT,
+    netgate: NetGate | None = None,
+) -> TenantContext:
     workloads = spec.workloads
     return TenantContext(
         tenant=name,
         runtime_class=workloads.runtime_class_name or runtime_class,
         pod_security=workloads.pod_security.value,
         apiserver_host=apiserver_host,
-        apiserver_port=naming.APISERVER_PORT,
+        apiserver_port=apiserver_port,
         default_requests=workloads.container_defaults.requests.wire(),
         default_limits=workloads.container_defaults.limits.wire(),
-        virtual_node=f"stockade-{name}",
+        virtual_node=naming.virtual_node(name),
+        volume_types=workloads.allowed_volume_types,
+        node_selector=dict(workloads.placement.node_selector),
+        tolerations=tuple(t.wire() for t in workloads.placement.tolerations),
+        netgate=netgate,
+        config_bytes=parse_bytes(workloads.quota.config_bytes),
     )
+
+
+async def super_api_address(super_kube: KubeClient) -> str:
+    """host:port of the super cluster's own API server Service: what a tenant pod must never reach
+    (the network gate's canary)."""
+    service = await super_kube.get("v1", "Service", "kubernetes", "default")
+    port = next(p["port"] for p in service["spec"]["ports"] if p.get("name", "https") == "https")
+    return f"{service['spec']['clusterIP']}:{port}"
 
 
 def capacity(spec: TenantSpec) -> dict[str, str]:
@@ -48,11 +69,13 @@ async def run_tenant_syncer(
     report: Callable[[bool, str], Awaitable[None]],
     *,
     tenant_server: str | None = None,
+    netgate_image: str | None = None,
 ) -> None:
     """Runs until cancelled (kopf stops the daemon when the Tenant is no longer Ready).
 
     `tenant_server` overrides where the tenant API server is reached (by default its Service
     ClusterIP, like the reconciler: no cluster DNS needed); tests point it at a local process.
+    With `netgate_image`, every super pod starts behind the network gate (see `translate.NetGate`).
     """
     name = tenant["metadata"]["name"]
     spec = TenantSpec.model_validate(tenant.get("spec") or {})
@@ -67,8 +90,12 @@ async def run_tenant_syncer(
     tenant_kube = KubeClient(credentials)
     reports: asyncio.Queue[tuple[bool, str]] = asyncio.Queue()
 
+    netgate = None
+    if netgate_image:
+        tenant_api = f"{cluster_ip}:{naming.APISERVER_PORT}"
+        netgate = NetGate(netgate_image, deny=(await super_api_address(super_kube),), allow=(tenant_api,))
     syncer = TenantSyncer(
-        tenant_context(name, spec, runtime_class, cluster_ip),
+        tenant_context(name, spec, runtime_class, cluster_ip, netgate=netgate),
         super_kube,
         tenant_kube,
         credentials.ca_pem,

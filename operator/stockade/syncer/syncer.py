@@ -40,10 +40,13 @@ CONFIG_KINDS: dict[str, Callable[[Mapping[str, Any], tr.TenantContext], dict[str
     "Endpoints": tr.translate_endpoints,
 }
 SYNCED_KINDS = ("Pod", *CONFIG_KINDS)
-VIRTUAL_NODE_IP = "192.0.2.1"  # TEST-NET-1: never routable, so nothing reaches a real host through it
 TOKEN_SECONDS = 3600
 TOKEN_REFRESH_BEFORE = datetime.timedelta(minutes=20)
 LEASE_NAMESPACE = "kube-node-lease"
+# Per-key retry backoff: a key that keeps failing (a refusal by the super cluster, an API server
+# away) is retried after 0.5 s, 1 s, 2 s … up to 5 minutes, without a worker waiting for it.
+RETRY_FIRST_SECONDS = 0.5
+RETRY_MAX_SECONDS = 300.0
 
 
 def now_iso() -> str:
@@ -140,6 +143,9 @@ class TenantSyncer:
         )
         self._told: dict[str, str] = {}  # tenant uid -> last warning posted
         self._tenant_volumes: dict[str, str] = {}  # tenant PersistentVolumes published -> claim uid
+        self._failures: dict[tuple[str, Key], int] = {}  # consecutive failures per key
+        self._retries: dict[tuple[str, Key], asyncio.TimerHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()  # fire-and-forget work, kept referenced
 
     # -- health ----------------------------------------------------------------------------------
 
@@ -153,8 +159,28 @@ class TenantSyncer:
 
     # -- change notifications → queue ------------------------------------------------------------
 
+    def _spawn(self, work: Any) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
     def _enqueue(self, kind: str, key: Key) -> None:
-        asyncio.get_running_loop().create_task(self.queue.put(self.tenant, (kind, key)))
+        self._spawn(self.queue.put(self.tenant, (kind, key)))
+
+    def _retry_later(self, item: tuple[str, Key]) -> float:
+        """Queue `item` again after its backoff; a worker never sleeps on it."""
+        failures = self._failures.get(item, 0)
+        self._failures[item] = failures + 1
+        delay = float(min(RETRY_FIRST_SECONDS * 2**failures, RETRY_MAX_SECONDS))
+        if item not in self._retries:
+            loop = asyncio.get_running_loop()
+
+            def due() -> None:
+                self._retries.pop(item, None)
+                self._enqueue(*item)
+
+            self._retries[item] = loop.call_later(delay, due)
+        return delay
 
     def _tenant_changed(self, kind: str) -> Callable[[str, Key, dict[str, Any]], None]:
         def changed(event: str, key: Key, obj: dict[str, Any]) -> None:
@@ -172,7 +198,7 @@ class TenantSyncer:
 
     def _super_event(self, event: str, key: Key, obj: dict[str, Any]) -> None:
         if event == "ADDED" and obj.get("involvedObject", {}).get("kind") == "Pod":
-            asyncio.get_running_loop().create_task(self._forward_event(obj))
+            self._spawn(self._forward_event(obj))
 
     # -- running ---------------------------------------------------------------------------------
 
@@ -185,9 +211,12 @@ class TenantSyncer:
         try:
             await asyncio.gather(*tasks)
         finally:
-            for task in tasks:
+            for handle in self._retries.values():
+                handle.cancel()
+            self._retries.clear()
+            for task in [*tasks, *self._tasks]:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, *self._tasks, return_exceptions=True)
             self.queue.forget(self.tenant)
 
     async def wait_synced(self, timeout: float = 60) -> None:
@@ -206,11 +235,16 @@ class TenantSyncer:
                     await self.queue.put(self.tenant, (kind, key))
             await asyncio.sleep(self.patrol_seconds)
 
+    def synced(self) -> bool:
+        return all(i.synced.is_set() for i in (*self.tenant_informers.values(), *self.super_informers.values()))
+
     async def handle(self, item: tuple[str, Key]) -> None:
         kind, key = item
         # Judging needs both sides' full picture: before the super informers have listed, a tenant
         # pod would look like it lost its super pod (and be deleted) right after a restart.
-        await self.wait_synced()
+        if not self.synced():
+            self._retry_later(item)
+            return
         started = time.monotonic()
         try:
             if kind == "Pod":
@@ -221,24 +255,48 @@ class TenantSyncer:
             if error.status == 404 or error.status == 409:
                 return  # gone or changed meanwhile: the next event brings the key back
             metrics.ERRORS.labels(self.tenant, kind).inc()
+            # Every other answer is retried with backoff: a refusal (403 quota, 422) may stop once
+            # the tenant frees quota or changes the object, and the tenant has been told why.
+            delay = self._retry_later(item)
             log.warning(
-                "tenant=%s kind=%s key=%s/%s: %s", self.tenant, kind, *key, error, extra=about(self.tenant, kind, *key)
-            )
-            if error.status >= 500 or error.status in (403, 429):
-                # Transient (or e.g. a ServiceAccount not synced yet): retry soon. Other errors wait
-                # for the next change or the patrol, so a bad object cannot spin the queue.
-                await asyncio.sleep(0.5)
-                await self.queue.put(self.tenant, item)
+                "tenant=%s kind=%s key=%s/%s: %s (retry in %.1fs)", self.tenant, kind, *key, error, delay,
+                extra=about(self.tenant, kind, *key),
+            )  # fmt: skip
         except (aiohttp.ClientError, OSError, TimeoutError) as error:
-            # The API server is unreachable or restarting: retry after a pause.
+            # The API server is unreachable or restarting.
             metrics.ERRORS.labels(self.tenant, kind).inc()
+            delay = self._retry_later(item)
             log.warning(
-                "tenant=%s kind=%s key=%s/%s: %s", self.tenant, kind, *key, error, extra=about(self.tenant, kind, *key)
-            )
-            await asyncio.sleep(1.0)
-            await self.queue.put(self.tenant, item)
+                "tenant=%s kind=%s key=%s/%s: %s (retry in %.1fs)", self.tenant, kind, *key, error, delay,
+                extra=about(self.tenant, kind, *key),
+            )  # fmt: skip
+        else:
+            self._failures.pop(item, None)
         finally:
             metrics.SYNC_SECONDS.labels(self.tenant, kind).observe(time.monotonic() - started)
+
+    # -- what the tenant is shown ----------------------------------------------------------------
+
+    def _tenant_name_of(self, super_name: str) -> str | None:
+        """The tenant name of a synced object, from its super name (for messages)."""
+        for informer in self.super_informers.values():
+            obj = informer.get((self.ctx.namespace, super_name))
+            if obj is not None and (key := tr.tenant_key(obj)):
+                return key[1]
+        return None
+
+    def _scrub(self, text: str, tenant_namespace: str, shadow: Mapping[str, Any] | None = None) -> str:
+        hidden = {self.ctx.namespace: tenant_namespace}
+        if shadow:
+            if node := shadow.get("spec", {}).get("nodeName"):
+                hidden[node] = self.ctx.virtual_node
+            for ip in (shadow.get("status") or {}).get("hostIPs") or []:
+                hidden[ip.get("ip", "")] = self.ctx.virtual_node_ip
+        return tr.scrub(text, self._tenant_name_of, hidden)
+
+    def _refusal_message(self, error: ApiError, tenant_namespace: str) -> str:
+        message = error.body.get("message", "") if isinstance(error.body, dict) else str(error.body)[:300]
+        return self._scrub(str(message), tenant_namespace)
 
     # -- pods ------------------------------------------------------------------------------------
 
@@ -254,6 +312,7 @@ class TenantSyncer:
             await self._delete_super("Pod", shadow, grace=self._grace(pod) if pod else None)
             return
         if pod is None:
+            await self._delete_orphan_token(key)
             return
         if pod["metadata"].get("deletionTimestamp"):
             if shadow is not None:
@@ -282,6 +341,7 @@ class TenantSyncer:
             await self._create_super_pod(pod)
             return
         await self._refresh_token(pod, shadow)
+        self._told.pop(pod["metadata"]["uid"], None)
         await self._update_super_pod(pod, shadow)
         await self._up_sync_pod(pod, shadow)
 
@@ -293,6 +353,7 @@ class TenantSyncer:
         return int(grace) if grace is not None else pod["spec"].get("terminationGracePeriodSeconds")
 
     async def _refuse_pod(self, pod: Mapping[str, Any], reason: str) -> None:
+        """The tenant pod's PodScheduled condition and a Warning Event say why it does not run."""
         conditions = pod.get("status", {}).get("conditions") or []
         if any(c.get("reason") == tr.REJECTED_REASON and c.get("message") == reason for c in conditions):
             return
@@ -311,37 +372,38 @@ class TenantSyncer:
             meta["namespace"],
             subresource="status",
         )
-        await self._tenant_event(pod, "Warning", tr.REJECTED_REASON, f"not run in the super cluster: {reason}")
+        await self._tell_once(pod, tr.REJECTED_REASON, f"not run in the super cluster: {reason}")
 
     async def _create_super_pod(self, pod: Mapping[str, Any]) -> None:
-        token_secret = None
-        if pod["spec"].get("automountServiceAccountToken") is not False and any(
+        wants_token = pod["spec"].get("automountServiceAccountToken") is not False and any(
             tr._is_service_account_volume(v) for v in pod["spec"].get("volumes") or []
-        ):
-            token_secret = tr.token_secret_name(pod)
-            await self._issue_token(pod)
-        shadow = tr.translate_pod(pod, self.ctx, token_secret)
+        )
+        shadow = tr.translate_pod(pod, self.ctx, tr.token_secret_name(pod) if wants_token else None)
         try:
             created = await self.super.create(shadow)
         except ApiError as error:
-            if error.status in (403, 422):  # e.g. the tenant's quota is exhausted: tell the tenant
-                await self._tell_once(pod, "SuperClusterRefused", f"the super cluster refused the pod: {error}")
+            if error.status in (400, 403, 422):
+                # A refusal (quota, LimitRange, admission policy): the tenant is shown why, on the
+                # pod's condition and in an Event, and the key is retried with backoff.
+                await self._refuse_pod(
+                    pod, f"the super cluster refused it: {self._refusal_message(error, pod['metadata']['namespace'])}"
+                )
             raise
         metrics.SYNCED.labels(self.tenant, "Pod", "down").inc()
-        if token_secret:
-            # The token Secret goes with its pod.
-            owner = {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "name": created["metadata"]["name"],
-                "uid": created["metadata"]["uid"],
-            }
-            await self.super.patch_merge(
-                "v1", "Secret", token_secret, {"metadata": {"ownerReferences": [owner]}}, self.ctx.namespace
-            )
+        if wants_token:
+            # Issued once the pod exists, owned by it from birth: a pod the super cluster refuses
+            # leaves no token behind, and the token goes with its pod. The kubelet waits for it.
+            await self._issue_token(pod, created)
 
-    async def _issue_token(self, pod: Mapping[str, Any]) -> None:
-        """A token from the *tenant* API server, bound to the tenant pod."""
+    async def _delete_orphan_token(self, key: Key) -> None:
+        """A token Secret whose tenant pod is gone (made before tokens were owned from birth)."""
+        name = tr.token_secret_name({"metadata": {"namespace": key[0], "name": key[1]}})
+        secret = self.super_informers["Secret"].get((self.ctx.namespace, name))
+        if secret is not None and tr.tenant_key(secret) == key:
+            await self._delete_super("Secret", secret)
+
+    async def _issue_token(self, pod: Mapping[str, Any], shadow: Mapping[str, Any]) -> None:
+        """A token from the *tenant* API server, bound to the tenant pod, owned by its super pod."""
         meta = pod["metadata"]
         account = pod["spec"].get("serviceAccountName") or "default"
         request = {
@@ -355,7 +417,7 @@ class TenantSyncer:
         path = f"/api/v1/namespaces/{meta['namespace']}/serviceaccounts/{account}/token"
         response = await self.tenant_api.request("POST", path, body=request)
         expires = response["status"]["expirationTimestamp"]
-        secret = tr.token_secret(pod, self.ctx, response["status"]["token"], self.tenant_ca_pem, expires)
+        secret = tr.token_secret(pod, self.ctx, response["status"]["token"], self.tenant_ca_pem, expires, shadow)
         await self.super.apply(secret)
 
     async def _refresh_token(self, pod: Mapping[str, Any], shadow: Mapping[str, Any]) -> None:
@@ -364,12 +426,12 @@ class TenantSyncer:
         if not any((v.get("secret") or {}).get("secretName") == name for v in volumes):
             return
         secret = self.super_informers["Secret"].get((self.ctx.namespace, name))
-        expires = ((secret or {}).get("metadata", {}).get("annotations") or {}).get("stockade.dev/token-expires")
+        expires = ((secret or {}).get("metadata", {}).get("annotations") or {}).get(tr.TOKEN_EXPIRES_ANNOTATION)
         if expires:
             due = datetime.datetime.fromisoformat(expires.replace("Z", "+00:00")) - TOKEN_REFRESH_BEFORE
             if datetime.datetime.now(datetime.UTC) < due:
                 return
-        await self._issue_token(pod)
+        await self._issue_token(pod, shadow)
 
     async def _update_super_pod(self, pod: Mapping[str, Any], shadow: Mapping[str, Any]) -> None:
         """Pod specs are immutable but for images (and labels/annotations): follow those."""
@@ -397,7 +459,8 @@ class TenantSyncer:
             )
 
     async def _up_sync_pod(self, pod: Mapping[str, Any], shadow: Mapping[str, Any]) -> None:
-        status = tr.tenant_pod_status(shadow, VIRTUAL_NODE_IP)
+        namespace = pod["metadata"]["namespace"]
+        status = tr.tenant_pod_status(shadow, self.ctx, lambda text: self._scrub(text, namespace, shadow))
         if not status or _subset(status, pod.get("status") or {}):
             return
         meta = pod["metadata"]
@@ -428,6 +491,8 @@ class TenantSyncer:
             volume = tr.tenant_volume_name(namespace, name)
             if await self.tenant_api.delete("v1", "PersistentVolume", volume):
                 self._tenant_volumes.pop(volume, None)
+        if kind == "Secret" and self.tenant_informers["Pod"].get(key) is None:
+            await self._delete_orphan_token(key)
         if stale or (obj is not None and shadow is not None and obj["metadata"].get("deletionTimestamp")):
             await self._delete_super(kind, shadow)  # type: ignore[arg-type]
             return
@@ -435,17 +500,29 @@ class TenantSyncer:
             return
         if kind == "Endpoints" and not self._selectorless_service(obj):
             return  # Endpoints of Services with a selector are computed in the super cluster
+        if kind == "Service" and obj["spec"].get("type") == "ExternalName":
+            # A name, not an address: nothing for the super cluster to route (the tenant's DNS answers it).
+            if shadow is not None:
+                await self._delete_super(kind, shadow)
+            return
         refusal = self._config_refusal(kind, obj)
         if refusal:
             if shadow is not None:
                 await self._delete_super(kind, shadow)
             metrics.REFUSED.labels(self.tenant, kind).inc()
-            await self._tenant_event(obj, "Warning", tr.REJECTED_REASON, f"not synced to the super cluster: {refusal}")
+            await self._tell_once(obj, tr.REJECTED_REASON, f"not synced to the super cluster: {refusal}")
             return
         desired = CONFIG_KINDS[kind](obj, self.ctx)
         if shadow is None or not _subset({k: v for k, v in desired.items() if k not in ("apiVersion", "kind")}, shadow):
-            await self.super.apply(desired)
+            try:
+                await self.super.apply(desired)
+            except ApiError as error:
+                if error.status in (400, 403, 422):
+                    message = self._refusal_message(error, namespace)
+                    await self._tell_once(obj, tr.REJECTED_REASON, f"the super cluster refused it: {message}")
+                raise
             metrics.SYNCED.labels(self.tenant, kind, "down").inc()
+        self._told.pop(obj["metadata"]["uid"], None)
         if shadow is not None and kind in ("Service", "PersistentVolumeClaim"):
             await self._up_sync_status(kind, obj, shadow)
 
@@ -458,6 +535,8 @@ class TenantSyncer:
     def _config_refusal(self, kind: str, obj: Mapping[str, Any]) -> str | None:
         if kind == "Service":
             return tr.service_refusal(obj)
+        if kind in ("ConfigMap", "Secret"):
+            return self._budget_refusal(kind, obj)
         if kind == "Endpoints":
             pod_ips = {
                 ip["ip"]
@@ -465,6 +544,23 @@ class TenantSyncer:
                 for ip in (shadow.get("status") or {}).get("podIPs") or []
             }
             return tr.endpoints_refusal(obj, pod_ips)
+        return None
+
+    def _budget_refusal(self, kind: str, obj: Mapping[str, Any]) -> str | None:
+        """The tenant's ConfigMaps and Secrets share a byte budget in the super cluster's etcd."""
+        own = (self.ctx.namespace, tr.super_name(obj["metadata"]["namespace"], obj["metadata"]["name"]))
+        used = sum(
+            tr.config_bytes(item)
+            for informer in (self.super_informers["ConfigMap"], self.super_informers["Secret"])
+            for key, item in informer.cache.items()
+            if key != own and tr.TOKEN_EXPIRES_ANNOTATION not in (item["metadata"].get("annotations") or {})
+        )
+        size = tr.config_bytes(obj)
+        if used + size > self.ctx.config_bytes:
+            return (
+                f"data: {kind} of {size} bytes would take the tenant's synced ConfigMaps and Secrets to "
+                f"{used + size} bytes, over the budget of {self.ctx.config_bytes} (spec.workloads.quota.configBytes)"
+            )
         return None
 
     async def _up_sync_status(self, kind: str, obj: Mapping[str, Any], shadow: Mapping[str, Any]) -> None:
@@ -543,9 +639,14 @@ class TenantSyncer:
         shadow = self.super_informers["Pod"].get((self.ctx.namespace, involved.get("name", "")))
         key = tr.tenant_key(shadow) if shadow else None
         pod = self.tenant_informers["Pod"].get(key) if key else None
-        if pod is None:
+        reason = event.get("reason", "")
+        if pod is None or not (reason in tr.FORWARDED_EVENT_REASONS or reason in tr.PLACEMENT_EVENT_REASONS):
             return
         meta = pod["metadata"]
+        if reason in tr.PLACEMENT_EVENT_REASONS:
+            message = tr.PLACEMENT_MESSAGE
+        else:
+            message = self._scrub(event.get("message", ""), meta["namespace"], shadow)
         forwarded = {
             "apiVersion": "v1",
             "kind": "Event",
@@ -561,8 +662,8 @@ class TenantSyncer:
                 "uid": meta["uid"],
             },
             "type": event.get("type", "Normal"),
-            "reason": event.get("reason", ""),
-            "message": event.get("message", ""),
+            "reason": reason,
+            "message": message,
             "count": event.get("count", 1),
             "firstTimestamp": event.get("firstTimestamp") or now_iso(),
             "lastTimestamp": event.get("lastTimestamp") or now_iso(),
@@ -587,7 +688,7 @@ class TenantSyncer:
 
     async def _publish_node(self) -> None:
         stamp = now_iso()
-        node = tr.virtual_node(self.ctx, self.capacity, stamp, VIRTUAL_NODE_IP)
+        node = tr.virtual_node(self.ctx, self.capacity, stamp, self.ctx.virtual_node_ip)
         existing = await self.tenant_api.get_or_none("v1", "Node", self.ctx.virtual_node)
         if existing is None:
             await self.tenant_api.create({k: v for k, v in node.items() if k != "status"})

@@ -7,10 +7,12 @@ colliding (two tenant objects with different (namespace, name) get different has
 
 from __future__ import annotations
 
+import base64
 import copy
 import hashlib
-from collections.abc import Mapping
-from dataclasses import dataclass
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from stockade import naming
@@ -24,7 +26,15 @@ ANNOTATION_SUPER_CLUSTER_IP = "stockade.dev/super-cluster-ip"
 # Labels on super objects: ownership, and the tenant namespace (Service selectors use it).
 LABEL_SYNCED = "stockade.dev/synced"
 LABEL_NAMESPACE = "stockade.dev/tenant-namespace"
-PROTECTED_PREFIX = "stockade.dev/"
+# Tenant labels and annotations are never copied verbatim (a super-cluster component may act on
+# any key: runtime annotations, workload-identity markers, volume-binding annotations, cloud load
+# balancer annotations). Each is carried under a key of Stockade's own, which nothing else reads:
+# selectors and downward-API references are translated to the same keys. Verbatim allowlist: none.
+CARRIED_LABEL_PREFIX = "label.stockade.dev/"
+CARRIED_ANNOTATION_PREFIX = "annotation.stockade.dev/"
+# Tenant-side bookkeeping that is not carried at all.
+DROPPED_ANNOTATIONS = frozenset({"kubectl.kubernetes.io/last-applied-configuration"})
+TOKEN_EXPIRES_ANNOTATION = "stockade.dev/token-expires"
 
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 TOKEN_VOLUME = "stockade-tenant-token"
@@ -45,11 +55,13 @@ SAFE_SYSCTLS = frozenset(
         "net.ipv4.tcp_keepalive_probes",
     }
 )
-# Volume types Pod Security "restricted" allows.
-RESTRICTED_VOLUMES = frozenset(
-    {"configMap", "csi", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"}
-)
+# SELinux types Pod Security "baseline" allows.
+SAFE_SELINUX_TYPES = frozenset({"", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"})
 CONTAINER_KINDS = ("initContainers", "containers", "ephemeralContainers")
+PROBES = ("livenessProbe", "readinessProbe", "startupProbe")
+LIFECYCLE_HANDLERS = ("postStart", "preStop")
+# The init container Stockade puts first in every super pod (see `NetGate`); hidden from the tenant.
+NETGATE_CONTAINER = "stockade-netgate"
 
 
 def super_name(namespace: str, name: str) -> str:
@@ -59,6 +71,40 @@ def super_name(namespace: str, name: str) -> str:
     if not head[:1].isalpha():
         head = f"x{head}"[: naming.MAX_NAME - naming.HASH_LENGTH - 1].rstrip("-.")
     return f"{head}-{digest}"
+
+
+@dataclass(frozen=True)
+class NetGate:
+    """An init container that holds a pod's own containers back until its NetworkPolicy is enforced.
+
+    NetworkPolicy engines program a new pod's rules a moment after its network exists (kube-router:
+    about a second); whatever runs in that window is unpoliced, and a connection it opens may
+    outlive the policy. The gate needs no help from the CNI: it starts first, in the pod's own
+    sandbox and network, and exits only once a destination the policy forbids (`deny`: the super
+    cluster's API server) no longer answers while one it allows (`allow`: the tenant's API server)
+    does. A pod whose policy never arrives never runs the tenant's code.
+    """
+
+    image: str
+    deny: tuple[str, ...]  # host:port
+    allow: tuple[str, ...]
+    seconds: int = 120
+
+    def container(self) -> dict[str, Any]:
+        return {
+            "name": NETGATE_CONTAINER,
+            "image": self.image,
+            "imagePullPolicy": "IfNotPresent",
+            "args": [*(f"--deny={d}" for d in self.deny), *(f"--allow={a}" for a in self.allow),
+                     f"--seconds={self.seconds}"],
+            "securityContext": {
+                "runAsNonRoot": True, "runAsUser": 65534, "runAsGroup": 65534, "readOnlyRootFilesystem": True,
+                "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"cpu": "100m", "memory": "16Mi"}},
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+        }  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -73,10 +119,38 @@ class TenantContext:
     default_requests: Mapping[str, str]
     default_limits: Mapping[str, str]
     virtual_node: str
+    virtual_node_ip: str = "192.0.2.1"
+    volume_types: frozenset[str] = frozenset(
+        {"configMap", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"}
+    )
+    # The Tenant's own placement (superuser-set): the only nodeSelector and tolerations super pods get.
+    node_selector: Mapping[str, str] = field(default_factory=dict)
+    tolerations: tuple[Mapping[str, Any], ...] = ()
+    # The tenant's cluster DNS servers (none yet: tenant pods never query the super cluster's DNS).
+    dns_servers: tuple[str, ...] = ()
+    cluster_domain: str = "cluster.local"
+    netgate: NetGate | None = None
+    config_bytes: int = 16 * 2**20  # budget of synced ConfigMap and Secret data
 
     @property
     def namespace(self) -> str:
         return naming.workloads_namespace(self.tenant)
+
+
+def config_bytes(obj: Mapping[str, Any]) -> int:
+    """What a ConfigMap or Secret weighs in etcd, roughly: its keys and values."""
+    return sum(
+        len(k) + len(str(v)) for part in ("data", "binaryData", "stringData") for k, v in (obj.get(part) or {}).items()
+    )
+
+
+def parse_bytes(quantity: str) -> int:
+    """A Kubernetes quantity of bytes (`16Mi`, `20M`, `1048576`) as an integer."""
+    suffixes = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}
+    for suffix, factor in suffixes.items():
+        if quantity.endswith(suffix):
+            return int(float(quantity[: -len(suffix)]) * factor)
+    return int(float(quantity))
 
 
 def tenant_key(obj: Mapping[str, Any]) -> tuple[str, str] | None:
@@ -87,21 +161,33 @@ def tenant_key(obj: Mapping[str, Any]) -> tuple[str, str] | None:
     return None
 
 
-def _user_metadata(values: Mapping[str, str] | None) -> dict[str, str]:
-    """A tenant's labels or annotations, minus Stockade's own (protected from the tenant)."""
-    return {k: v for k, v in (values or {}).items() if not k.startswith(PROTECTED_PREFIX)}
+def _carried(prefix: str, key: str) -> str:
+    """The super-side key that carries tenant key `key`: Stockade's prefix, the readable end of the
+    key, and a hash of the whole key (so `a/x` and `b/x` stay apart)."""
+    digest = hashlib.sha256(key.encode()).hexdigest()[: naming.HASH_LENGTH]
+    head = re.sub(r"[^A-Za-z0-9_.-]", "", key.rsplit("/", 1)[-1])[: naming.MAX_NAME - naming.HASH_LENGTH - 1]
+    head = head.strip("-_.")
+    return f"{prefix}{head}-{digest}" if head else f"{prefix}{digest}"
+
+
+def carried_label(key: str) -> str:
+    return _carried(CARRIED_LABEL_PREFIX, key)
+
+
+def carried_annotation(key: str) -> str:
+    return _carried(CARRIED_ANNOTATION_PREFIX, key)
 
 
 def super_metadata(obj: Mapping[str, Any], ctx: TenantContext) -> dict[str, Any]:
     meta = obj["metadata"]
-    labels = _user_metadata(meta.get("labels"))
+    labels = {carried_label(k): v for k, v in (meta.get("labels") or {}).items()}
     labels.update({naming.LABEL_TENANT: ctx.tenant, LABEL_SYNCED: "true", LABEL_NAMESPACE: meta["namespace"]})
-    annotations = _user_metadata(meta.get("annotations"))
+    annotations = {
+        carried_annotation(k): v for k, v in (meta.get("annotations") or {}).items() if k not in DROPPED_ANNOTATIONS
+    }
     annotations.update(
         {ANNOTATION_NAMESPACE: meta["namespace"], ANNOTATION_NAME: meta["name"], ANNOTATION_UID: meta["uid"]}
     )
-    # Client-side bookkeeping of the tenant's tools must not leak into the super object.
-    annotations.pop("kubectl.kubernetes.io/last-applied-configuration", None)
     return {
         "name": super_name(meta["namespace"], meta["name"]),
         "namespace": ctx.namespace,
@@ -121,22 +207,31 @@ def pod_refusal(pod: Mapping[str, Any], ctx: TenantContext) -> str | None:
     """Why a tenant pod may not run in the super cluster, naming the field; None if it may.
 
     Refused, never silently stripped: host access, privilege, added capabilities, unsafe sysctls,
-    another runtime class, unmasked /proc — in every container kind — and, at level restricted,
-    the rest of Pod Security "restricted".
+    another runtime class, unmasked /proc, SELinux/AppArmor/seccomp opt-outs, probe and lifecycle
+    hosts, volume types outside the Tenant's allowlist, claims on super-cluster resources — in every
+    container kind — and, at level restricted, the rest of Pod Security "restricted".
     """
     spec = pod.get("spec") or {}
-    for field in ("hostNetwork", "hostPID", "hostIPC"):
-        if spec.get(field):
-            return f"spec.{field}: host namespaces are not allowed"
+    for field_name in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(field_name):
+            return f"spec.{field_name}: host namespaces are not allowed"
     if spec.get("runtimeClassName") not in (None, "", ctx.runtime_class):
         return f"spec.runtimeClassName: {spec['runtimeClassName']!r} is not allowed; pods run in {ctx.runtime_class!r}"
+    if spec.get("resourceClaims"):
+        return "spec.resourceClaims: dynamic resource claims are not supported for tenant pods"
     for i, volume in enumerate(spec.get("volumes") or []):
-        if "hostPath" in volume:
+        kinds = sorted(set(volume) - {"name"})
+        if "hostPath" in kinds:
             return f"spec.volumes[{i}].hostPath: host paths are not allowed"
+        if not set(kinds) <= ctx.volume_types:
+            allowed = ", ".join(sorted(ctx.volume_types))
+            return f"spec.volumes[{i}].{kinds[0] if kinds else 'name'}: volume type not allowed (allowed: {allowed})"
     pod_context = spec.get("securityContext") or {}
     for sysctl in pod_context.get("sysctls") or []:
         if sysctl.get("name") not in SAFE_SYSCTLS:
             return f"spec.securityContext.sysctls: {sysctl.get('name')!r} is not a safe sysctl"
+    if refusal := _opt_out_refusal("spec.securityContext", pod_context):
+        return refusal
     for kind, i, container in _containers(spec):
         path = f"spec.{kind}[{i}]"
         sc = container.get("securityContext") or {}
@@ -147,20 +242,50 @@ def pod_refusal(pod: Mapping[str, Any], ctx: TenantContext) -> str | None:
             return f"{path}.securityContext.capabilities.add: {added} may not be added"
         if sc.get("procMount") not in (None, "Default"):
             return f"{path}.securityContext.procMount: only Default is allowed"
+        if refusal := _opt_out_refusal(f"{path}.securityContext", sc):
+            return refusal
         for port in container.get("ports") or []:
             if port.get("hostPort"):
                 return f"{path}.ports.hostPort: host ports are not allowed"
+        if refusal := _handler_host_refusal(path, container):
+            return refusal
     if ctx.pod_security == "restricted":
         return _restricted_refusal(spec)
     return None
 
 
+def _opt_out_refusal(path: str, sc: Mapping[str, Any]) -> str | None:
+    """SELinux, AppArmor and seccomp settings that would switch the node's confinement off."""
+    selinux = sc.get("seLinuxOptions") or {}
+    if selinux.get("type", "") not in SAFE_SELINUX_TYPES:
+        return f"{path}.seLinuxOptions.type: {selinux['type']!r} is not allowed"
+    for key in ("user", "role"):
+        if selinux.get(key):
+            return f"{path}.seLinuxOptions.{key}: may not be set"
+    if (sc.get("appArmorProfile") or {}).get("type") == "Unconfined":
+        return f"{path}.appArmorProfile.type: Unconfined is not allowed"
+    if (sc.get("seccompProfile") or {}).get("type") == "Unconfined":
+        return f"{path}.seccompProfile.type: Unconfined is not allowed"
+    if (sc.get("windowsOptions") or {}).get("hostProcess"):
+        return f"{path}.windowsOptions.hostProcess: host processes are not allowed"
+    return None
+
+
+def _handler_host_refusal(path: str, container: Mapping[str, Any]) -> str | None:
+    """Probes and lifecycle handlers are run by the node's kubelet, from the node: a `host` would
+    let a tenant make the node connect anywhere (its own ports, the metadata service, other pods)."""
+    handlers = [(probe, container.get(probe)) for probe in PROBES]
+    handlers += [(f"lifecycle.{h}", (container.get("lifecycle") or {}).get(h)) for h in LIFECYCLE_HANDLERS]
+    for where, handler in handlers:
+        for action in ("httpGet", "tcpSocket"):
+            host = ((handler or {}).get(action) or {}).get("host")
+            if host:
+                return f"{path}.{where}.{action}.host: {host!r} is not allowed; probes go to the pod's own address"
+    return None
+
+
 def _restricted_refusal(spec: Mapping[str, Any]) -> str | None:
     pod_context = spec.get("securityContext") or {}
-    for i, volume in enumerate(spec.get("volumes") or []):
-        kinds = set(volume) - {"name"}
-        if not kinds <= RESTRICTED_VOLUMES:
-            return f"spec.volumes[{i}]: volume type {sorted(kinds)} is not allowed by Pod Security restricted"
     for kind, i, container in _containers(spec):
         path = f"spec.{kind}[{i}].securityContext"
         sc = container.get("securityContext") or {}
@@ -182,8 +307,8 @@ def service_refusal(service: Mapping[str, Any]) -> str | None:
     spec = service.get("spec") or {}
     if spec.get("externalIPs"):
         return "spec.externalIPs: not allowed (CVE-2020-8554)"
-    if spec.get("type") == "NodePort":
-        return "spec.type: NodePort services would open ports on the super cluster's nodes"
+    if spec.get("type") in ("NodePort", "LoadBalancer"):
+        return f"spec.type: {spec['type']} services would open ports on the super cluster's nodes; use ClusterIP"
     return None
 
 
@@ -217,16 +342,56 @@ def _fill_resources(container: dict[str, Any], ctx: TenantContext) -> None:
         limits.setdefault(resource, own_requests.get(resource, amount))
 
 
+_ITEM_KEY = re.compile(r"^metadata\.(labels|annotations)\['(.+)'\]$")
+
+
 def _rewrite_field_ref(ref: dict[str, Any]) -> None:
-    """The super pod's own name and namespace differ: read the tenant's from annotations."""
+    """In a downward-API volume the super pod is read: its own name, namespace and uid differ, so
+    read the tenant's from annotations; single labels and annotations from their carried keys."""
     mapping = {
         "metadata.name": f"metadata.annotations['{ANNOTATION_NAME}']",
         "metadata.namespace": f"metadata.annotations['{ANNOTATION_NAMESPACE}']",
         "metadata.uid": f"metadata.annotations['{ANNOTATION_UID}']",
     }
-    if ref.get("fieldPath") in mapping:
-        ref["fieldPath"] = mapping[ref["fieldPath"]]
+    path = ref.get("fieldPath", "")
+    if path in mapping:
+        ref["fieldPath"] = mapping[path]
+    elif match := _ITEM_KEY.match(path):
+        carry = carried_label if match[1] == "labels" else carried_annotation
+        ref["fieldPath"] = f"metadata.{match[1]}['{carry(match[2])}']"
     ref.pop("apiVersion", None)
+
+
+def _env_field_value(path: str, pod: Mapping[str, Any], ctx: TenantContext) -> str | None:
+    """Downward-API env values that are fixed for the pod's life, as the tenant sees them: never the
+    super pod's name, its node, its host address or its service account."""
+    meta, spec = pod["metadata"], pod["spec"]
+    values = {
+        "metadata.name": meta["name"],
+        "metadata.namespace": meta["namespace"],
+        "metadata.uid": meta["uid"],
+        "spec.nodeName": ctx.virtual_node,
+        "spec.serviceAccountName": spec.get("serviceAccountName") or "default",
+        "status.hostIP": ctx.virtual_node_ip,
+        "status.hostIPs": ctx.virtual_node_ip,
+    }
+    return values.get(path)
+
+
+def _dns(spec: Mapping[str, Any], namespace: str, ctx: TenantContext) -> tuple[str, dict[str, Any] | None]:
+    """dnsPolicy and dnsConfig of the super pod: the tenant's cluster DNS, never the super cluster's."""
+    policy = spec.get("dnsPolicy") or "ClusterFirst"
+    own = copy.deepcopy(spec.get("dnsConfig") or {})
+    if policy in ("None", "Default"):
+        return policy, own or None
+    domain = ctx.cluster_domain
+    searches = [f"{namespace}.svc.{domain}", f"svc.{domain}", domain]
+    config: dict[str, Any] = {
+        "nameservers": [*ctx.dns_servers, *own.get("nameservers", [])][:3],
+        "searches": [*searches, *(s for s in own.get("searches", []) if s not in searches)],
+        "options": own.get("options") or [{"name": "ndots", "value": "5"}],
+    }
+    return "None", config
 
 
 def _is_service_account_volume(volume: Mapping[str, Any]) -> bool:
@@ -242,11 +407,15 @@ def translate_pod(pod: Mapping[str, Any], ctx: TenantContext, token_secret: str 
     def ref(name: str) -> str:
         return super_name(namespace, name)
 
-    for field in (
+    # Placement is the Tenant's (superuser-set), never the tenant pod's.
+    for field_name in (
         "nodeName",
         "overhead",
         "nodeSelector",
         "affinity",
+        "tolerations",
+        "topologySpreadConstraints",
+        "schedulingGates",
         "priority",
         "priorityClassName",
         "schedulerName",
@@ -254,7 +423,15 @@ def translate_pod(pod: Mapping[str, Any], ctx: TenantContext, token_secret: str 
         "serviceAccount",
         "ephemeralContainers",
     ):
-        spec.pop(field, None)
+        spec.pop(field_name, None)
+    if ctx.node_selector:
+        spec["nodeSelector"] = dict(ctx.node_selector)
+    if ctx.tolerations:
+        spec["tolerations"] = [dict(t) for t in ctx.tolerations]
+    spec["dnsPolicy"], dns_config = _dns(spec, namespace, ctx)
+    spec.pop("dnsConfig", None)
+    if dns_config is not None:
+        spec["dnsConfig"] = dns_config
     spec["runtimeClassName"] = ctx.runtime_class
     spec["automountServiceAccountToken"] = False  # no super-cluster credential in a tenant pod
     spec["enableServiceLinks"] = False  # the super cluster's Services stay invisible
@@ -297,6 +474,11 @@ def translate_pod(pod: Mapping[str, Any], ctx: TenantContext, token_secret: str 
             for item in volume["downwardAPI"].get("items") or []:
                 if "fieldRef" in item:
                     _rewrite_field_ref(item["fieldRef"])
+        elif "ephemeral" in volume:
+            # The claim the super cluster makes from it carries no tenant metadata either.
+            template = copy.deepcopy(volume["ephemeral"].get("volumeClaimTemplate") or {})
+            template.pop("metadata", None)
+            volume["ephemeral"] = {"volumeClaimTemplate": template}
         volumes.append(volume)
     spec["volumes"] = volumes
 
@@ -317,7 +499,12 @@ def translate_pod(pod: Mapping[str, Any], ctx: TenantContext, token_secret: str 
                 if "secretKeyRef" in source:
                     source["secretKeyRef"]["name"] = ref(source["secretKeyRef"]["name"])
                 if "fieldRef" in source:
-                    _rewrite_field_ref(source["fieldRef"])
+                    fixed = _env_field_value(source["fieldRef"].get("fieldPath", ""), pod, ctx)
+                    if fixed is not None:
+                        var.pop("valueFrom")
+                        var["value"] = fixed
+                    else:
+                        _rewrite_field_ref(source["fieldRef"])
             container["env"] = env + api_env
             for env_from in container.get("envFrom") or []:
                 for key in ("configMapRef", "secretRef"):
@@ -325,6 +512,8 @@ def translate_pod(pod: Mapping[str, Any], ctx: TenantContext, token_secret: str 
                         env_from[key]["name"] = ref(env_from[key]["name"])
             _fill_resources(container, ctx)
             containers.append(container)
+        if kind == "initContainers" and ctx.netgate is not None:
+            containers.insert(0, ctx.netgate.container())
         if containers:
             spec[kind] = containers
 
@@ -339,9 +528,9 @@ def translate_pod(pod: Mapping[str, Any], ctx: TenantContext, token_secret: str 
 def translate_config(obj: Mapping[str, Any], ctx: TenantContext) -> dict[str, Any]:
     """ConfigMaps and Secrets: same data under the super name."""
     out: dict[str, Any] = {"apiVersion": "v1", "kind": obj["kind"], "metadata": super_metadata(obj, ctx)}
-    for field in ("data", "binaryData", "stringData", "type", "immutable"):
-        if field in obj:
-            out[field] = obj[field]
+    for key in ("data", "binaryData", "stringData", "type", "immutable"):
+        if key in obj:
+            out[key] = obj[key]
     return out
 
 
@@ -360,20 +549,22 @@ def translate_pvc(obj: Mapping[str, Any], ctx: TenantContext) -> dict[str, Any]:
 
 
 def translate_service(obj: Mapping[str, Any], ctx: TenantContext) -> dict[str, Any]:
+    """A ClusterIP Service (NodePort and LoadBalancer are refused, ExternalName is not synced: it is
+    a name, not an address the super cluster routes)."""
     spec = obj["spec"]
     out_spec: dict[str, Any] = {
-        "type": spec.get("type", "ClusterIP") if spec.get("type") != "ExternalName" else "ClusterIP",
+        "type": "ClusterIP",
         "ports": [{k: v for k, v in p.items() if k != "nodePort"} for p in spec.get("ports") or []],
     }
     if spec.get("selector"):
         out_spec["selector"] = {
-            **spec["selector"],
+            **{carried_label(k): v for k, v in spec["selector"].items()},
             LABEL_NAMESPACE: obj["metadata"]["namespace"],
             naming.LABEL_TENANT: ctx.tenant,
         }
-    for field in ("sessionAffinity", "publishNotReadyAddresses", "ipFamilyPolicy"):
-        if field in spec:
-            out_spec[field] = spec[field]
+    for key in ("sessionAffinity", "publishNotReadyAddresses", "ipFamilyPolicy"):
+        if key in spec:
+            out_spec[key] = spec[key]
     return {"apiVersion": "v1", "kind": "Service", "metadata": super_metadata(obj, ctx), "spec": out_spec}
 
 
@@ -386,13 +577,17 @@ def translate_endpoints(obj: Mapping[str, Any], ctx: TenantContext) -> dict[str,
     return {"apiVersion": "v1", "kind": "Endpoints", "metadata": super_metadata(obj, ctx), "subsets": subsets}
 
 
-def token_secret(pod: Mapping[str, Any], ctx: TenantContext, token: str, ca_pem: bytes, expires: str) -> dict[str, Any]:
-    """The tenant-issued service-account token, mounted where Kubernetes clients look for it."""
-    import base64
-
+def token_secret(
+    pod: Mapping[str, Any], ctx: TenantContext, token: str, ca_pem: bytes, expires: str, owner: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The tenant-issued service-account token, mounted where Kubernetes clients look for it.
+    Owned by its super pod (`owner`) from birth, so it never outlives it."""
     meta = super_metadata(pod, ctx)
-    meta["name"] = naming.fit(f"{meta['name']}-token")
-    meta["annotations"]["stockade.dev/token-expires"] = expires
+    meta["name"] = token_secret_name(pod)
+    meta["annotations"][TOKEN_EXPIRES_ANNOTATION] = expires
+    meta["ownerReferences"] = [
+        {"apiVersion": "v1", "kind": "Pod", "name": owner["metadata"]["name"], "uid": owner["metadata"]["uid"]}
+    ]
     return {
         "apiVersion": "v1",
         "kind": "Secret",
@@ -427,14 +622,65 @@ POD_STATUS_FIELDS = (
 )
 
 
-def tenant_pod_status(super_pod: Mapping[str, Any], virtual_node_ip: str) -> dict[str, Any]:
-    """The tenant pod's status from the super pod's; the super node's address stays hidden."""
+def tenant_pod_status(
+    super_pod: Mapping[str, Any], ctx: TenantContext, clean: Callable[[str], str] = lambda text: text
+) -> dict[str, Any]:
+    """The tenant pod's status from the super pod's: the super node's address stays hidden, the gate
+    is not the tenant's container, and every message goes through `clean` (see `scrub`)."""
     status = super_pod.get("status") or {}
-    out = {field: copy.deepcopy(status[field]) for field in POD_STATUS_FIELDS if field in status}
+    out = {key: copy.deepcopy(status[key]) for key in POD_STATUS_FIELDS if key in status}
+    if "initContainerStatuses" in out:
+        out["initContainerStatuses"] = [s for s in out["initContainerStatuses"] if s.get("name") != NETGATE_CONTAINER]
     if status.get("hostIP"):
-        out["hostIP"] = virtual_node_ip
-        out["hostIPs"] = [{"ip": virtual_node_ip}]
+        out["hostIP"] = ctx.virtual_node_ip
+        out["hostIPs"] = [{"ip": ctx.virtual_node_ip}]
+    _clean_messages(out, clean)
     return out
+
+
+def _clean_messages(node: Any, clean: Callable[[str], str]) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "message" and isinstance(value, str):
+                node[key] = clean(value)
+            else:
+                _clean_messages(value, clean)
+    elif isinstance(node, list):
+        for item in node:
+            _clean_messages(item, clean)
+
+
+# -- what the tenant may read of the super cluster's words --------------------------------------
+
+_SUPER_NAME = re.compile(rf"\b[a-z0-9](?:[-a-z0-9.]*[a-z0-9])?-[0-9a-f]{{{naming.HASH_LENGTH}}}\b")
+_NODE_PATH = re.compile(r"(?:/var/lib|/var/run|/var/log|/run|/etc/kubernetes|/tmp|/proc|/sys)/[^\s\"',;)\]]*")
+_POLICY_PREFIX = re.compile(r"ValidatingAdmissionPolicy '[^']*' with binding '[^']*' denied request: ")
+
+
+def scrub(text: str, rename: Callable[[str], str | None], hidden: Mapping[str, str]) -> str:
+    """A super-cluster message made fit for the tenant: super object names become the tenant's
+    (`rename`; unknown ones are redacted), each `hidden` string (super namespace, node name, host
+    address) its replacement, node paths and admission-policy names are cut out."""
+    text = _POLICY_PREFIX.sub("", text)
+    for secret, shown in sorted(hidden.items(), key=lambda item: -len(item[0])):
+        if secret:
+            text = text.replace(secret, shown)
+    text = _SUPER_NAME.sub(lambda match: rename(match[0]) or "<super-object>", text)
+    return _NODE_PATH.sub("<node-path>", text)
+
+
+# Events of the super cluster about a super pod that the tenant is shown (as the tenant pod's). Others
+# (the super scheduler's: they describe the super cluster's nodes) are not forwarded.
+FORWARDED_EVENT_REASONS = frozenset(
+    {
+        "Pulling", "Pulled", "Created", "Started", "Killing", "BackOff", "Failed", "Unhealthy", "ProbeWarning",
+        "FailedMount", "FailedAttachVolume", "FailedCreatePodSandBox", "FailedPostStartHook", "FailedPreStopHook",
+        "ExceededGracePeriod", "Preempting", "Evicted", "OOMKilling", "InspectFailed", "ErrImageNeverPull",
+    }
+)  # fmt: skip
+# ... and these become one generic Event: the tenant learns that, not why in super-cluster terms.
+PLACEMENT_EVENT_REASONS = frozenset({"FailedScheduling"})
+PLACEMENT_MESSAGE = "the super cluster has no room for this pod yet (resources, or the Tenant's placement)"
 
 
 VOLUME_DRIVER = "volumes.stockade.dev"

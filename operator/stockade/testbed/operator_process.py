@@ -9,7 +9,13 @@ from stockade.testbed.process import ManagedProcess
 
 
 def operator_process(
-    kubeconfig: Path, log_path: Path, owner: str, *, resync_seconds: float = 30, runtime_class: str = "kata"
+    kubeconfig: Path,
+    log_path: Path,
+    owner: str,
+    *,
+    resync_seconds: float = 30,
+    runtime_class: str = "kata",
+    netgate_image: str | None = None,
 ) -> ManagedProcess:
     """`kopf run -m stockade.handlers` as a ManagedProcess (not started yet)."""
     argv = [
@@ -22,4 +28,6 @@ def operator_process(
         "STOCKADE_RUNTIME_CLASS": runtime_class,
         "PYTHONUNBUFFERED": "1",
     }
+    if netgate_image:
+        env["STOCKADE_NETGATE_IMAGE"] = netgate_image
     return ManagedProcess("stockade-operator", argv, log_path, owner, env=env)
