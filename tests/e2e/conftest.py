@@ -8,8 +8,10 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -165,6 +167,50 @@ def create_tenant(super_kubectl: Kubectl, folder: Path, name: str, spec: dict[st
     manifest = {"apiVersion": "stockade.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": name}, "spec": spec}
     super_kubectl("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump(manifest))
     return Tenant(name, super_kubectl, folder / f"{name}.kubeconfig")
+
+
+# Cloud metadata's address. Nothing may ever reach a real one from here: the decoy below binds it on
+# this host's loopback for the whole session, so a probe that gets through lands on the decoy.
+METADATA_IP = "169.254.169.254"
+
+
+@dataclass
+class Decoy:
+    """An HTTP server on METADATA_IP:80 of this host that records who asked for what."""
+
+    requests: list[tuple[str, str]] = field(default_factory=list)  # (client address, path)
+
+    def paths_from(self, prefix: str) -> list[str]:
+        return [path for _, path in self.requests if path.startswith(prefix)]
+
+
+@pytest.fixture(scope="session")
+def metadata_decoy() -> Iterator[Decoy]:
+    decoy = Decoy()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            decoy.requests.append((self.client_address[0], self.path))
+            body = b"decoy: this would have been the cloud's metadata service\n"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    added = subprocess.run(["ip", "addr", "add", f"{METADATA_IP}/32", "dev", "lo"], capture_output=True).returncode == 0
+    server = ThreadingHTTPServer((METADATA_IP, 80), Handler)
+    thread = threading.Thread(target=server.serve_forever, name="metadata-decoy", daemon=True)
+    thread.start()
+    try:
+        yield decoy
+    finally:
+        server.shutdown()
+        server.server_close()
+        if added:
+            subprocess.run(["ip", "addr", "del", f"{METADATA_IP}/32", "dev", "lo"], capture_output=True)
 
 
 def containerd_runtime(container_id: str) -> str:

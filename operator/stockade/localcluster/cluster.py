@@ -156,6 +156,7 @@ class SuperCluster:
         host.take_snapshot(layout)
         for path in (layout.state, layout.run, layout.logs, layout.volumes):
             path.mkdir(parents=True, exist_ok=True)
+        host.seal_mount(layout.volumes)
         host.apply_sysctls()
         ip = host_ip()
 

@@ -178,6 +178,27 @@ def remove_pod_cgroups() -> None:
             cgroup.rmdir()
 
 
+def mount_options(path: Path) -> set[str] | None:
+    """The options of the mount at exactly `path` (the last one stacked there), or None."""
+    found = None
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        fields = line.split()
+        if fields[1].replace("\\040", " ") == str(path):
+            found = set(fields[3].split(","))
+    return found
+
+
+def seal_mount(path: Path) -> None:
+    """`path` becomes its own mount with `nosuid,nodev`: a setuid binary or device node that a
+    tenant writes into a local volume is inert for the host. Idempotent."""
+    options = mount_options(path)
+    if options is not None and {"nosuid", "nodev"} <= options:
+        return
+    if options is None:
+        subprocess.run(["mount", "--bind", str(path), str(path)], check=True, capture_output=True)
+    subprocess.run(["mount", "-o", "remount,bind,nosuid,nodev", str(path)], check=True, capture_output=True)
+
+
 def unmount_below(prefixes: list[Path]) -> None:
     """Lazily unmount every mount point below `prefixes`, deepest first (repeat for stacked mounts)."""
     for _ in range(5):

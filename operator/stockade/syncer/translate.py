@@ -62,6 +62,7 @@ PROBES = ("livenessProbe", "readinessProbe", "startupProbe")
 LIFECYCLE_HANDLERS = ("postStart", "preStop")
 # The init container Stockade puts first in every super pod (see `NetGate`); hidden from the tenant.
 NETGATE_CONTAINER = "stockade-netgate"
+NO_NAMESERVER = "127.0.0.1"
 
 
 def super_name(namespace: str, name: str) -> str:
@@ -386,8 +387,11 @@ def _dns(spec: Mapping[str, Any], namespace: str, ctx: TenantContext) -> tuple[s
         return policy, own or None
     domain = ctx.cluster_domain
     searches = [f"{namespace}.svc.{domain}", f"svc.{domain}", domain]
+    # Kubernetes needs one nameserver with dnsPolicy None; until the tenant has its own DNS, the
+    # pod's own loopback: nothing answers there, so a lookup fails at once and reaches no one.
+    nameservers = [*ctx.dns_servers, *own.get("nameservers", [])][:3] or [NO_NAMESERVER]
     config: dict[str, Any] = {
-        "nameservers": [*ctx.dns_servers, *own.get("nameservers", [])][:3],
+        "nameservers": nameservers,
         "searches": [*searches, *(s for s in own.get("searches", []) if s not in searches)],
         "options": own.get("options") or [{"name": "ndots", "value": "5"}],
     }
