@@ -148,7 +148,9 @@ def test_first_instruction_of_a_pod_reaches_nothing_forbidden(
         "victim-api": f"{victim_api['spec']['clusterIP']}:{naming.APISERVER_PORT}",
         "metadata": f"{METADATA_IP}:80",
     }
-    steal = f"wget -q -T 3 -O /dev/null http://{METADATA_IP}/first-instruction/latest/meta-data/iam/ 2>/dev/null"
+    # (busybox's `wget -T` crashes under gVisor here: the request is written with nc.)
+    request = "printf 'GET /first-instruction/latest/meta-data/iam/ HTTP/1.0\\r\\n\\r\\n'"
+    steal = f"{request} | timeout 3 nc {METADATA_IP} 80 >/dev/null 2>&1"
     command = f"{{ {probe_lines(targets)}; {steal}; {probe_lines({'own-api': '$KUBERNETES_SERVICE_HOST:6443'})}; }}"
     apply(mallory.kubectl, pod("first", command + " > /dev/termination-log"))
     results = results_of(termination_message(finished(mallory.kubectl, "first")))
@@ -198,6 +200,9 @@ def test_tenant_metadata_stays_inert_in_the_super_cluster(mallory: Tenant, super
     meta_pod["metadata"]["labels"]["azure.workload.identity/use"] = "true"
     meta_pod["spec"]["containers"][0]["env"] = env
     meta_pod["spec"]["containers"][0]["volumeMounts"] = [{"name": "data", "mountPath": "/data"}]
+    # Bound to the virtual node directly: the tenant scheduler would wait for the claim, which the
+    # super cluster's WaitForFirstConsumer class binds only once a pod uses it (see README, limits).
+    meta_pod["spec"]["nodeName"] = naming.virtual_node(mallory.name)
     apply(mallory.kubectl, account, claim, meta_pod)
     done = finished(mallory.kubectl, "meta", timeout=240)
     assert done["status"]["phase"] == "Succeeded", done["status"]
@@ -260,6 +265,7 @@ def test_setuid_binary_planted_in_a_local_volume_is_inert_on_the_host(
                   volumes=[{"name": "tool", "configMap": {"name": "tool", "defaultMode": 0o755}},
                            {"name": "loot", "persistentVolumeClaim": {"claimName": "loot"}}])  # fmt: skip
     planter["spec"]["containers"][0]["securityContext"] = ROOT
+    planter["spec"]["nodeName"] = naming.virtual_node(mallory.name)
     planter["spec"]["containers"][0]["volumeMounts"] = [
         {"name": "tool", "mountPath": "/tool"}, {"name": "loot", "mountPath": "/loot"}
     ]  # fmt: skip
