@@ -138,13 +138,17 @@ def test_deployment_pods_run_sandboxed_without_super_credentials(
         assert spec.runtime_class_name == "kata"
         assert spec.automount_service_account_token is False
         assert spec.overhead == {"cpu": "250m", "memory": "320Mi"}  # set by the super cluster, not the tenant
-        assert pod.metadata.labels["app"] == "web" and pod.metadata.labels["stockade.dev/tenant"] == "sync-a"
+        assert (
+            pod.metadata.labels[tr.carried_label("app")] == "web"
+            and pod.metadata.labels["stockade.dev/tenant"] == "sync-a"
+        )
         assert pod.metadata.annotations[tr.ANNOTATION_NAMESPACE] == "web"
         container = spec.containers[0]
         assert container.resources.limits == {"cpu": "1", "memory": "512Mi"}
         env = {e.name: e for e in container.env}
         assert env["KUBERNETES_SERVICE_HOST"].value == "127.0.0.1"
-        assert env["POD"].value_from.field_ref.field_path == f"metadata.annotations['{tr.ANNOTATION_NAME}']"
+        # The downward API's metadata.name is the tenant pod's name, fixed for the pod's life.
+        assert env["POD"].value == pod.metadata.annotations[tr.ANNOTATION_NAME]
         # No projected super-cluster token anywhere; the token volume is a Secret holding the tenant's token.
         for volume in spec.volumes:
             assert volume.projected is None
@@ -296,7 +300,11 @@ def test_services_configmaps_and_endpoints(tenant_a: TenantUnderTest, super_clie
     cm = eventually(lambda: super_core.read_namespaced_config_map(tr.super_name("svc", "settings"), ns), 30)
     assert cm.data == {"a": "1"}
     web = eventually(lambda: super_core.read_namespaced_service(tr.super_name("svc", "web"), ns), 30)
-    assert web.spec.selector == {"app": "web", tr.LABEL_NAMESPACE: "svc", "stockade.dev/tenant": "sync-a"}
+    assert web.spec.selector == {
+        tr.carried_label("app"): "web",
+        tr.LABEL_NAMESPACE: "svc",
+        "stockade.dev/tenant": "sync-a",
+    }
 
     def published_ip() -> Any:
         annotations = core.read_namespaced_service("web", "svc").metadata.annotations or {}

@@ -167,11 +167,13 @@ class TenantSyncer:
     def _enqueue(self, kind: str, key: Key) -> None:
         self._spawn(self.queue.put(self.tenant, (kind, key)))
 
-    def _retry_later(self, item: tuple[str, Key]) -> float:
-        """Queue `item` again after its backoff; a worker never sleeps on it."""
+    def _retry_later(self, item: tuple[str, Key], *, failed: bool = True) -> float:
+        """Queue `item` again after its backoff (a failure) or the first delay (not synced yet); a
+        worker never sleeps on it."""
         failures = self._failures.get(item, 0)
-        self._failures[item] = failures + 1
-        delay = float(min(RETRY_FIRST_SECONDS * 2**failures, RETRY_MAX_SECONDS))
+        if failed:
+            self._failures[item] = failures + 1
+        delay = float(min(RETRY_FIRST_SECONDS * 2**failures, RETRY_MAX_SECONDS)) if failed else RETRY_FIRST_SECONDS
         if item not in self._retries:
             loop = asyncio.get_running_loop()
 
@@ -243,7 +245,7 @@ class TenantSyncer:
         # Judging needs both sides' full picture: before the super informers have listed, a tenant
         # pod would look like it lost its super pod (and be deleted) right after a restart.
         if not self.synced():
-            self._retry_later(item)
+            self._retry_later(item, failed=False)
             return
         started = time.monotonic()
         try:
