@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Builds the pinned upstream binaries from their Go modules into a cache folder outside the
 # repository: Kubernetes and etcd (test bed and local super cluster), the previous minor's
-# control-plane binaries (images for the upgrade test), and gVisor's runsc with its containerd
-# shim (the local sandbox runtime). A binary whose stamp matches the pinned version and module
+# control-plane binaries (images for the upgrade test), gVisor's runsc with its containerd
+# shim (the local sandbox runtime), CoreDNS, kube-router and distribution's OCI registry. A binary whose stamp matches the pinned version and module
 # checksums is not rebuilt, so a warm run returns in seconds.
 #
 #   hack/testbin/build.sh            # prints the current version's bin folder on its last line
@@ -34,7 +34,7 @@ kubernetes_ldflags() {
 }
 
 started=$(date +%s)
-total=16
+total=17
 n=0
 
 # build OUT_DIR NAME MODULE_DIR PACKAGE CGO LDFLAGS [MOD_MODE]
@@ -105,6 +105,8 @@ if ! grep -qs "stockade:" "$manager" || ! grep -qs "stockade:" "$shimlib"; then
 fi
 build "$bin_dir" containerd-shim-runsc-v1 "$patched" gvisor.dev/gvisor/shim 0 "" vendor
 build "$bin_dir" coredns "$here/coredns" github.com/coredns/coredns 0 ""
+build "$bin_dir" registry "$here/registry" github.com/distribution/distribution/v3/cmd/registry 0 \
+  "-X github.com/distribution/distribution/v3/version.version=${REGISTRY_VERSION}"
 build "$bin_dir" kube-router "$here/kube-router" github.com/cloudnativelabs/kube-router/v2/cmd/kube-router 0 \
   "-X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=${KUBE_ROUTER_FORK_VERSION}"
 
@@ -116,5 +118,5 @@ build "$previous_bin_dir" kube-scheduler "$previous" k8s.io/kubernetes/cmd/kube-
 build "$previous_bin_dir" etcd "$here/etcd-previous" go.etcd.io/etcd/server/v3 0 \
   "-X go.etcd.io/etcd/api/v3/version.GitSHA=module-${PREVIOUS_ETCD_VERSION}"
 
-echo "test binaries ready in $(( $(date +%s) - started ))s: Kubernetes ${KUBERNETES_VERSION} (and ${PREVIOUS_KUBERNETES_VERSION}'s control plane), etcd ${ETCD_VERSION} (and ${PREVIOUS_ETCD_VERSION}), gVisor ${GVISOR_VERSION}, CoreDNS ${COREDNS_VERSION}, kube-router ${KUBE_ROUTER_FORK_VERSION}"
+echo "test binaries ready in $(( $(date +%s) - started ))s: Kubernetes ${KUBERNETES_VERSION} (and ${PREVIOUS_KUBERNETES_VERSION}'s control plane), etcd ${ETCD_VERSION} (and ${PREVIOUS_ETCD_VERSION}), gVisor ${GVISOR_VERSION}, CoreDNS ${COREDNS_VERSION}, registry ${REGISTRY_VERSION}, kube-router ${KUBE_ROUTER_FORK_VERSION}"
 echo "$bin_dir"

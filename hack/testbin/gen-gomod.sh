@@ -115,4 +115,6 @@ kubernetes_module kubernetes-previous "$PREVIOUS_KUBERNETES_VERSION" \
 etcd_module etcd-previous "$PREVIOUS_ETCD_VERSION"
 tool_module gvisor gvisor.dev/gvisor "$GVISOR_VERSION" gvisor.dev/gvisor/runsc gvisor.dev/gvisor/shim
 tool_module coredns github.com/coredns/coredns "$COREDNS_VERSION" github.com/coredns/coredns
+tool_module registry github.com/distribution/distribution/v3 "$REGISTRY_VERSION" \
+  github.com/distribution/distribution/v3/cmd/registry
 kube_router_module kube-router

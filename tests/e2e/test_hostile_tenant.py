@@ -24,9 +24,11 @@ from typing import Any
 import pytest
 
 from stockade import naming
-from stockade.localcluster.cluster import WORKLOAD_IMAGE
+from stockade.localcluster import registry
+from stockade.localcluster.cluster import LICENSED_IMAGE, WORKLOAD_IMAGE
 from stockade.localcluster.node import DNS_SERVICE_IP, NODE_NAME
 from stockade.syncer import translate as tr
+from stockade.testbed.binaries import pinned_versions
 from stockade.testbed.kubectl import Kubectl, KubectlError
 from tests.e2e.conftest import METADATA_IP, RUNTIME_CLASS, Decoy, Operator, Tenant, create_tenant
 from tests.e2e.workloads import APP_NAMESPACE, apply, finished, pod, termination_message
@@ -336,6 +338,53 @@ def test_placement_is_never_the_tenants(mallory: Tenant, super_kubectl: Kubectl)
     # Positive control: pinned to the tenant's own node, it is accepted and runs.
     apply(mallory.kubectl, pod("pinned-home", "true", nodeName=naming.virtual_node(mallory.name)))
     assert finished(mallory.kubectl, "pinned-home")["status"]["phase"] == "Succeeded"
+
+
+# -- 6. images ------------------------------------------------------------------------------------
+
+
+def waiting_reason(kubectl: Kubectl, name: str) -> str | None:
+    statuses = kubectl.json("get", "pod", name, "-n", APP_NAMESPACE)["status"].get("containerStatuses") or []
+    return (statuses[0].get("state", {}).get("waiting") or {}).get("reason") if statuses else None
+
+
+def test_a_tenant_runs_only_images_its_own_credentials_can_pull(
+    tenants: tuple[Tenant, Tenant], super_kubectl: Kubectl
+) -> None:
+    mallory, victim = tenants
+    secret = {"apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/dockerconfigjson",
+              "metadata": {"name": "regcred", "namespace": APP_NAMESPACE},
+              "stringData": {".dockerconfigjson": registry.dockerconfigjson(
+                  registry.PRIVATE, registry.PRIVATE_USER, registry.PRIVATE_PASSWORD)}}  # fmt: skip
+    licensed = pod("licensed", "echo licensed > /dev/termination-log", imagePullSecrets=[{"name": "regcred"}])
+    licensed["spec"]["containers"][0]["image"] = LICENSED_IMAGE
+    apply(mallory.kubectl, secret, licensed)
+    # Positive control: with its pull secret the licensed tenant runs the image — now in the node's cache.
+    done = finished(mallory.kubectl, "licensed", timeout=240)
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    # Another tenant names the cached image (and a cached control-plane image) with `Never`: the super
+    # pod pulls anyway, with that tenant's credentials — none — and never starts.
+    freeloader = pod("freeloader", "echo stolen > /dev/termination-log")
+    freeloader["spec"]["containers"][0].update(image=LICENSED_IMAGE, imagePullPolicy="Never")
+    control_plane = pod("cp-image", "unused")
+    control_plane["spec"]["containers"][0].update(
+        image=f"registry.k8s.io/kube-apiserver:{pinned_versions()['KUBERNETES_VERSION']}",
+        command=["/usr/local/bin/kube-apiserver", "--version"], imagePullPolicy="IfNotPresent",
+    )  # fmt: skip
+    apply(victim.kubectl, freeloader, control_plane)
+    for name in ("freeloader", "cp-image"):
+        reason = eventually(
+            lambda name=name: waiting_reason(victim.kubectl, name) in ("ErrImagePull", "ImagePullBackOff")
+            and waiting_reason(victim.kubectl, name),
+            timeout=180, interval=2, what=f"{name} refused by the registry",
+        )  # fmt: skip
+        assert reason in ("ErrImagePull", "ImagePullBackOff")
+        shadow = super_object(super_kubectl, victim, "pod", name)
+        assert shadow is not None and shadow["spec"]["containers"][0]["imagePullPolicy"] == "Always"
+    time.sleep(5)
+    for name in ("freeloader", "cp-image"):
+        phase = victim.kubectl.json("get", "pod", name, "-n", APP_NAMESPACE)["status"].get("phase")
+        assert phase == "Pending", (name, phase)
 
 
 # -- 7. budgets ------------------------------------------------------------------------------------

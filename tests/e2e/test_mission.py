@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from stockade.syncer import translate as tr
 from stockade.syncer.translate import REJECTED_REASON
 from stockade.testbed.binaries import pinned_versions
 from stockade.testbed.kubectl import Kubectl, KubectlError
@@ -32,6 +33,8 @@ from tests.e2e.workloads import (
 )
 from tests.helpers import eventually
 
+# Tenant labels reach super pods under Stockade's own keys (see translate.carried_label).
+SUPER_WEB = f"{tr.carried_label('app')}=web"
 VERSIONS = pinned_versions()
 CURRENT, PREVIOUS = VERSIONS["KUBERNETES_VERSION"], VERSIONS["PREVIOUS_KUBERNETES_VERSION"]
 
@@ -110,7 +113,7 @@ def test_tenant_pod_reaches_its_api_server_with_its_own_token(alpha: Tenant) -> 
 
 def test_scaling_converges_both_ways(alpha: Tenant, super_kubectl: Kubectl) -> None:
     alpha.kubectl("scale", "deployment/web", "-n", APP_NAMESPACE, "--replicas=1")
-    eventually(lambda: len(pods(super_kubectl, alpha.workloads_namespace, "app=web")) == 1, timeout=120, interval=2,
+    eventually(lambda: len(pods(super_kubectl, alpha.workloads_namespace, SUPER_WEB)) == 1, timeout=120, interval=2,
                what="super pods scaled to 1")  # fmt: skip
     assert len(running(pods(alpha.kubectl, APP_NAMESPACE, "app=web"))) == 1
 
@@ -148,7 +151,7 @@ def test_tenants_cannot_reach_each_other_nor_the_super_cluster(
         "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]},
     }
     apply(beta.kubectl, web_deployment(1), service)
-    beta_pod = eventually(lambda: running(pods(super_kubectl, beta.workloads_namespace, "app=web"))[0], timeout=240)
+    beta_pod = eventually(lambda: running(pods(super_kubectl, beta.workloads_namespace, SUPER_WEB))[0], timeout=240)
     beta_service = eventually(
         lambda: next(s for s in super_kubectl.json("get", "services", "-n", beta.workloads_namespace)["items"]
                      if s["spec"].get("selector")),
@@ -157,7 +160,7 @@ def test_tenants_cannot_reach_each_other_nor_the_super_cluster(
     beta_etcd = running(pods(super_kubectl, beta.control_plane_namespace, "stockade.dev/component=etcd"))[0]
     endpoints = super_kubectl.json("get", "endpoints", "kubernetes", "-n", "default")["subsets"][0]
     super_api = f"{endpoints['addresses'][0]['ip']}:{endpoints['ports'][0]['port']}"
-    alpha_web = running(pods(super_kubectl, alpha.workloads_namespace, "app=web"))[0]
+    alpha_web = running(pods(super_kubectl, alpha.workloads_namespace, SUPER_WEB))[0]
     targets = {
         "own-api": "$KUBERNETES_SERVICE_HOST:$KUBERNETES_SERVICE_PORT",
         "own-pod": f"{alpha_web['status']['podIP']}:8080",
@@ -182,7 +185,7 @@ def test_tenants_cannot_reach_each_other_nor_the_super_cluster(
 def test_api_server_pod_and_operator_killed_together_converge_with_nothing_lost(
     alpha: Tenant, stockade: Operator, super_kubectl: Kubectl
 ) -> None:
-    before = {p["metadata"]["uid"] for p in running(pods(super_kubectl, alpha.workloads_namespace, "app=web"))}
+    before = {p["metadata"]["uid"] for p in running(pods(super_kubectl, alpha.workloads_namespace, SUPER_WEB))}
     selector = "stockade.dev/component=kube-apiserver"
     killed = {p["metadata"]["name"] for p in pods(super_kubectl, alpha.control_plane_namespace, selector)}
     super_kubectl("delete", "pod", "-n", alpha.control_plane_namespace, "-l", selector, "--grace-period=0", "--force")
@@ -195,7 +198,7 @@ def test_api_server_pod_and_operator_killed_together_converge_with_nothing_lost(
     alpha.wait_ready()
     eventually(lambda: alpha.kubectl("get", "namespace", APP_NAMESPACE), timeout=120, what="tenant API answers again")
     assert alpha.kubectl.json("get", "deployment", "web", "-n", APP_NAMESPACE)["spec"]["replicas"] == 1
-    after = pods(super_kubectl, alpha.workloads_namespace, "app=web")
+    after = pods(super_kubectl, alpha.workloads_namespace, SUPER_WEB)
     assert {p["metadata"]["uid"] for p in running(after)} == before, [  # the workload never stopped
         (p["metadata"]["name"], p["metadata"]["uid"], p["status"].get("phase"), p["metadata"].get("deletionTimestamp"))
         for p in after
@@ -203,31 +206,31 @@ def test_api_server_pod_and_operator_killed_together_converge_with_nothing_lost(
 
 
 def test_ca_rotation_keeps_workloads_and_a_refetched_kubeconfig_works(alpha: Tenant, super_kubectl: Kubectl) -> None:
-    before = {p["metadata"]["uid"] for p in running(pods(super_kubectl, alpha.workloads_namespace, "app=web"))}
+    before = {p["metadata"]["uid"] for p in running(pods(super_kubectl, alpha.workloads_namespace, SUPER_WEB))}
     alpha.patch({"metadata": {"annotations": {"stockade.dev/rotate-ca": str(time.time())}}})
     eventually(lambda: alpha.get()["status"].get("rotation", {}).get("ca"), timeout=120, what="CA rotation recorded")
     alpha.wait_ready()
     alpha.fetch_kubeconfig()
     eventually(lambda: alpha.kubectl("get", "namespace", APP_NAMESPACE), timeout=180, what="new kubeconfig works")
-    after = {p["metadata"]["uid"] for p in running(pods(super_kubectl, alpha.workloads_namespace, "app=web"))}
+    after = {p["metadata"]["uid"] for p in running(pods(super_kubectl, alpha.workloads_namespace, SUPER_WEB))}
     assert after == before
 
 
 def test_suspend_and_resume_keep_data_and_workloads(alpha: Tenant, super_kubectl: Kubectl) -> None:
-    before = {p["metadata"]["uid"] for p in running(pods(super_kubectl, alpha.workloads_namespace, "app=web"))}
+    before = {p["metadata"]["uid"] for p in running(pods(super_kubectl, alpha.workloads_namespace, SUPER_WEB))}
     alpha.patch({"spec": {"suspended": True}})
     eventually(lambda: alpha.get()["status"]["phase"] == "Suspended", timeout=120, what="phase Suspended")
     eventually(lambda: not pods(super_kubectl, alpha.control_plane_namespace), timeout=120, what="control plane gone")
-    assert {p["metadata"]["uid"] for p in running(pods(super_kubectl, alpha.workloads_namespace, "app=web"))} == before
+    assert {p["metadata"]["uid"] for p in running(pods(super_kubectl, alpha.workloads_namespace, SUPER_WEB))} == before
     alpha.patch({"spec": {"suspended": False}})
     alpha.wait_ready()
     eventually(lambda: alpha.kubectl("get", "deployment", "web", "-n", APP_NAMESPACE), timeout=120, what="data kept")
-    after = {p["metadata"]["uid"] for p in running(pods(super_kubectl, alpha.workloads_namespace, "app=web"))}
+    after = {p["metadata"]["uid"] for p in running(pods(super_kubectl, alpha.workloads_namespace, SUPER_WEB))}
     assert after == before
 
 
 def test_upgrade_one_minor_keeps_workloads_and_kubeconfig(alpha: Tenant, super_kubectl: Kubectl) -> None:
-    before = {p["metadata"]["uid"] for p in running(pods(super_kubectl, alpha.workloads_namespace, "app=web"))}
+    before = {p["metadata"]["uid"] for p in running(pods(super_kubectl, alpha.workloads_namespace, SUPER_WEB))}
     alpha.patch({"spec": {"kubernetes": {"version": CURRENT}}})
     obj = alpha.wait_ready(version=CURRENT)
     assert obj["status"]["version"] == CURRENT
@@ -237,7 +240,7 @@ def test_upgrade_one_minor_keeps_workloads_and_kubeconfig(alpha: Tenant, super_k
     images = {c["image"] for p in cp_pods for c in p["spec"]["containers"]}
     assert f"registry.k8s.io/kube-apiserver:{CURRENT}" in images
     assert alpha.kubectl.json("get", "deployment", "web", "-n", APP_NAMESPACE)["spec"]["replicas"] == 1
-    after = {p["metadata"]["uid"] for p in running(pods(super_kubectl, alpha.workloads_namespace, "app=web"))}
+    after = {p["metadata"]["uid"] for p in running(pods(super_kubectl, alpha.workloads_namespace, SUPER_WEB))}
     assert after == before
 
 

@@ -97,3 +97,41 @@ def test_host_snapshot_round_trips(tmp_path: Path) -> None:
     snapshot.save(tmp_path / "snap.json")
     assert HostSnapshot.load(tmp_path / "snap.json") == snapshot
     assert HostSnapshot.load(tmp_path / "missing.json") is None
+
+
+def test_containerd_reaches_registries_only_through_hosts_files_and_a_dead_end_proxy() -> None:
+    from stockade.localcluster import registry
+
+    assert 'config_path = "/s/certs.d"' in n.containerd_config(LAYOUT, Path("/s/runsc.toml"))
+    env = registry.containerd_env()
+    assert env["HTTPS_PROXY"] == env["HTTP_PROXY"] == "http://127.0.0.1:9"
+    assert set(env["NO_PROXY"].split(",")) == {"127.0.0.1", "localhost", registry.PRIVATE_HOST}
+    assert registry.PRIVATE.hosts_toml().startswith(f'server = "http://{registry.PRIVATE_HOST}"')
+    assert 'capabilities = ["pull", "resolve"]' in registry.OPEN.hosts_toml()
+
+
+def test_private_registry_config_requires_htpasswd(tmp_path: Path) -> None:
+    from stockade.localcluster import registry
+
+    configs = registry.write_files(tmp_path / "reg", tmp_path / "certs.d")
+    private = json.loads(configs["registry-private"].read_text())
+    assert private["auth"]["htpasswd"]["path"].endswith("registry-private.htpasswd")
+    assert private["http"]["addr"] == registry.PRIVATE.address
+    assert "auth" not in json.loads(configs["registry-open"].read_text())
+    line = (tmp_path / "reg" / "registry-private.htpasswd").read_text()
+    assert line.startswith(f"{registry.PRIVATE_USER}:$2") and registry.PRIVATE_PASSWORD not in line
+    assert (tmp_path / "certs.d" / registry.PRIVATE_HOST / "hosts.toml").exists()
+    auths = json.loads(registry.dockerconfigjson(registry.PRIVATE, "u", "p"))["auths"]
+    assert list(auths) == [registry.PRIVATE_HOST]
+
+
+def test_hosts_entries_are_added_once_and_removed(tmp_path: Path) -> None:
+    from stockade.localcluster import host
+
+    hosts = tmp_path / "hosts"
+    hosts.write_text("127.0.0.1 localhost\n")
+    host.add_hosts_entries({"a.local": "127.0.0.2"}, hosts)
+    host.add_hosts_entries({"a.local": "127.0.0.2"}, hosts)
+    assert hosts.read_text().count("a.local") == 1
+    host.remove_hosts_entries(hosts)
+    assert hosts.read_text() == "127.0.0.1 localhost\n"

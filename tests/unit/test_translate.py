@@ -291,6 +291,14 @@ def test_super_messages_are_scrubbed_for_the_tenant() -> None:
     assert "<super-object>" in out and "<node-path>" in out
 
 
+def test_tenant_containers_always_pull_with_their_own_credentials() -> None:
+    spec = {"containers": [{"name": "c", "image": "i", "imagePullPolicy": "Never"}],
+            "initContainers": [{"name": "i", "image": "i", "imagePullPolicy": "IfNotPresent"}]}  # fmt: skip
+    s = tr.translate_pod(pod(spec), SEALED, None)["spec"]
+    assert [c["imagePullPolicy"] for c in s["containers"]] == ["Always"]
+    assert [c["imagePullPolicy"] for c in s["initContainers"]] == ["IfNotPresent", "Always"]  # the gate is ours
+
+
 def test_token_secret_is_owned_by_its_pod_from_birth() -> None:
     owner = {"metadata": {"name": "sp", "uid": "su"}}
     secret = tr.token_secret(pod(), CTX, "jwt", b"ca", "2030-01-01T00:00:00Z", owner)

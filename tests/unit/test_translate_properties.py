@@ -134,6 +134,8 @@ def test_a_pod_the_syncer_would_create_is_always_sealed(tenant_pod: dict[str, An
             handlers += [h or {} for h in (container.get("lifecycle") or {}).values()]
             assert not any((h.get(a) or {}).get("host") for h in handlers for a in ("httpGet", "tcpSocket"))
             assert container["resources"]["limits"] and container["resources"]["requests"]
+            if container["name"] != tr.NETGATE_CONTAINER:
+                assert container["imagePullPolicy"] == "Always"
 
 
 services = st.fixed_dictionaries(

@@ -7,11 +7,14 @@ and gVisor, the kubelet, kube-proxy, CNI bridge), cluster DNS, local volumes and
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import shutil
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,7 +23,7 @@ import yaml
 from stockade import certificates as certs
 from stockade import pki
 from stockade.config import ETCD_IMAGE_TAGS
-from stockade.localcluster import host, images
+from stockade.localcluster import host, images, registry
 from stockade.localcluster import node as n
 from stockade.testbed.binaries import (
     REPO_ROOT,
@@ -39,6 +42,8 @@ PAUSE_SOURCE = REPO_ROOT / "e2e" / "images" / "pause.c"
 # Stockade's network gate (images/netgate), built here the way its Dockerfile builds it.
 NETGATE_SOURCE = REPO_ROOT / "images" / "netgate" / "netgate.c"
 NETGATE_IMAGE = "stockade.local/netgate:0.1.0"
+# An image only a tenant holding the pull secret may run (see `registry`); the same busybox inside.
+LICENSED_IMAGE = f"{registry.PRIVATE_HOST}/e2e/licensed:1"
 REGISTRY = "registry.k8s.io"
 # A workload image for tests: Debian's static busybox (sh, wget, nc, nslookup, httpd).
 WORKLOAD_IMAGE = "stockade.local/e2e/busybox:1.35"
@@ -76,7 +81,7 @@ def check_prerequisites() -> None:
         raise LocalClusterError(
             f"missing host packages ({', '.join(missing) or 'CNI plugins or busybox-static'}): run `e2e/install-deps`"
         )
-    for name in ("kubelet", "kube-proxy", "kube-router", "runsc", "containerd-shim-runsc-v1", "coredns"):
+    for name in ("kubelet", "kube-proxy", "kube-router", "runsc", "containerd-shim-runsc-v1", "coredns", "registry"):
         find_binary(name)
     find_binary("kube-apiserver", previous_testbin_dir())
 
@@ -187,6 +192,10 @@ class SuperCluster:
         self._import_images()
         step.done()
 
+        step = Step("registries: the test images served to tenant pods (they always pull)", self.out)
+        self._start_registries()
+        step.done(", ".join(f"{r.host} at {r.address}" for r in registry.REGISTRIES))
+
         step = Step(f"node {n.NODE_NAME}: kubelet, kube-proxy, kube-router (NetworkPolicy)", self.out)
         self._start_node(ip)
         kubectl = Kubectl(layout.kubeconfig)
@@ -229,8 +238,9 @@ class SuperCluster:
         config = layout.state / "containerd.toml"
         config.write_text(n.containerd_config(layout, runsc_options))
         n.write_json(layout.cni_conf_dir / "10-stockade-local.conflist", n.cni_conflist(layout))
-        # containerd finds containerd-shim-runsc-v1 on its PATH.
-        env = {"PATH": f"{testbin_dir()}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}"}
+        # containerd finds containerd-shim-runsc-v1 on its PATH; its pulls stay on this machine.
+        env = {"PATH": f"{testbin_dir()}:{os.environ.get('PATH', '/usr/sbin:/usr/bin:/sbin:/bin')}",
+               **registry.containerd_env()}  # fmt: skip
         self.plane.spawn("containerd", ["containerd", "--config", str(config)], env=env)
         self._wait(lambda: self._ctr("version", check=False).returncode == 0, 30, "containerd answering", "containerd")
 
@@ -252,6 +262,21 @@ class SuperCluster:
             archive = images.cached_archive(spec, cache)
             self._ctr("images", "import", "--no-unpack=false", str(archive))
             self.out(f"    {spec.reference}")
+
+    def _start_registries(self) -> None:
+        assert self.plane is not None
+        configs = registry.write_files(self.layout.registry_dir, self.layout.registry_hosts_dir)
+        host.add_hosts_entries(registry.HOSTS_ENTRIES)
+        for reg in registry.REGISTRIES:
+            self.plane.spawn(reg.name, [str(find_binary("registry")), "serve", str(configs[reg.name])])
+            url = f"http://{reg.address}/v2/"
+            self._wait(functools.partial(_answers, url), 30, f"{reg.name} answering", reg.name)
+        cache = cache_root() / "images"
+        for reference, reg in ((WORKLOAD_IMAGE, registry.OPEN), (LICENSED_IMAGE, registry.PRIVATE)):
+            archive = images.cached_archive(images.busybox_image(reference, BUSYBOX), cache)
+            name, tag = reference.removeprefix(f"{reg.host}/").rsplit(":", 1)
+            registry.push(archive, reg, name, tag)
+            self.out(f"    {reference}")
 
     def _start_node(self, ip: str) -> None:
         layout, plane = self.layout, self.plane
@@ -309,6 +334,17 @@ class SuperCluster:
         host.restore(self.layout, self.owner_marker, log=lambda line: self.out(f"    {line}"))
         if self.plane is not None:
             shutil.rmtree(self.plane.dir, ignore_errors=True)
+
+
+def _answers(url: str) -> bool:
+    """Whether an HTTP server answers at `url` at all (any status, 401 included)."""
+    try:
+        urllib.request.urlopen(url, timeout=2).close()
+    except urllib.error.HTTPError:
+        return True
+    except OSError:
+        return False
+    return True
 
 
 def _node_ready(kubectl: Kubectl) -> bool:

@@ -199,6 +199,24 @@ def seal_mount(path: Path) -> None:
     subprocess.run(["mount", "-o", "remount,bind,nosuid,nodev", str(path)], check=True, capture_output=True)
 
 
+ETC_HOSTS = Path("/etc/hosts")
+HOSTS_MARKER = "# stockade-local"
+
+
+def add_hosts_entries(entries: dict[str, str], path: Path = ETC_HOSTS) -> None:
+    """Name → address lines in /etc/hosts, each marked so `remove_hosts_entries` finds it. Idempotent."""
+    kept = [line for line in path.read_text().splitlines() if not line.endswith(HOSTS_MARKER)]
+    added = [f"{address} {name} {HOSTS_MARKER}" for name, address in sorted(entries.items())]
+    path.write_text("\n".join([*kept, *added]) + "\n")
+
+
+def remove_hosts_entries(path: Path = ETC_HOSTS) -> None:
+    lines = path.read_text().splitlines()
+    kept = [line for line in lines if not line.endswith(HOSTS_MARKER)]
+    if kept != lines:
+        path.write_text("\n".join(kept) + "\n")
+
+
 def unmount_below(prefixes: list[Path]) -> None:
     """Lazily unmount every mount point below `prefixes`, deepest first (repeat for stacked mounts)."""
     for _ in range(5):
@@ -232,7 +250,8 @@ def restore(layout: Layout, owner_marker: bytes, log: Callable[[str], None] = pr
         with contextlib.suppress(OSError):
             NETNS_DIR.rmdir()
     remove_pod_cgroups()
-    log("mounts, network namespaces and pod cgroups removed")
+    remove_hosts_entries()
+    log("mounts, network namespaces, pod cgroups and /etc/hosts entries removed")
 
     before_links = set(snap.links) if snap is not None else set()
     for link in links():

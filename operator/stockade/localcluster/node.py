@@ -50,6 +50,15 @@ class Layout:
         return self.state / "cni" / "net.d"
 
     @property
+    def registry_dir(self) -> Path:
+        return self.state / "registry"
+
+    @property
+    def registry_hosts_dir(self) -> Path:
+        """containerd's `config_path`: one hosts.toml per registry host."""
+        return self.state / "certs.d"
+
+    @property
     def kubelet_dir(self) -> Path:
         return self.state / "kubelet"
 
@@ -136,6 +145,8 @@ def containerd_config(layout: Layout, runsc_options: Path) -> str:
             f"[{gvisor}.options]",
             '  TypeUrl = "io.containerd.runsc.v1.options"',
             f'  ConfigPath = "{runsc_options}"',
+            f"[{cri}.registry]",
+            f'  config_path = "{layout.registry_hosts_dir}"',
             f"[{cri}.cni]",
             f'  bin_dir = "{CNI_BIN_DIR}"',
             f'  conf_dir = "{layout.cni_conf_dir}"',

@@ -515,6 +515,9 @@ def translate_pod(pod: Mapping[str, Any], ctx: TenantContext, token_secret: str 
                     if key in env_from:
                         env_from[key]["name"] = ref(env_from[key]["name"])
             _fill_resources(container, ctx)
+            # The node asks the registry at every start, with this pod's pull secrets: a tenant runs
+            # only images its own credentials can pull, never one another tenant left in the cache.
+            container["imagePullPolicy"] = "Always"
             containers.append(container)
         if kind == "initContainers" and ctx.netgate is not None:
             containers.insert(0, ctx.netgate.container())
