@@ -111,7 +111,12 @@ def gone(check: Callable[[], Any]) -> bool:
 
 
 def test_virtual_node_is_ready_with_the_quota_as_capacity(tenant_a: TenantUnderTest) -> None:
-    node = eventually(lambda: client.CoreV1Api(tenant_a.superuser).read_node("stockade-sync-a"), 30)
+    def published() -> Any:
+        # Created first, its status written right after: wait for both.
+        node = client.CoreV1Api(tenant_a.superuser).read_node("stockade-sync-a")
+        return node if node.status.capacity else None
+
+    node = eventually(published, 30, what="virtual node with its status")
     assert node.status.capacity["pods"] == "110"
     assert any(c.type == "Ready" and c.status == "True" for c in node.status.conditions)
 

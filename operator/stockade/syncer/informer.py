@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import aiohttp
@@ -36,7 +36,7 @@ def slim(obj: dict[str, Any]) -> dict[str, Any]:
     return obj
 
 
-def key_of(obj: dict[str, Any]) -> Key:
+def key_of(obj: Mapping[str, Any]) -> Key:
     meta = obj["metadata"]
     return meta.get("namespace", ""), meta["name"]
 

@@ -25,7 +25,7 @@ from stockade.kube import ApiError, KubeClient
 from stockade.logs import about
 from stockade.syncer import metrics
 from stockade.syncer import translate as tr
-from stockade.syncer.informer import Informer, Key
+from stockade.syncer.informer import Informer, Key, key_of
 from stockade.syncer.queue import FairQueue
 
 log = logging.getLogger("stockade.syncer")
@@ -47,6 +47,9 @@ LEASE_NAMESPACE = "kube-node-lease"
 # away) is retried after 0.5 s, 1 s, 2 s … up to 5 minutes, without a worker waiting for it.
 RETRY_FIRST_SECONDS = 0.5
 RETRY_MAX_SECONDS = 300.0
+# A refusal by the super cluster is shown to the tenant once it has lasted this many attempts
+# (0.5 + 1 + 2 s): one that clears by itself (a ServiceAccount not mirrored yet) stays quiet.
+TELL_AFTER_FAILURES = 3
 
 
 def now_iso() -> str:
@@ -166,6 +169,10 @@ class TenantSyncer:
 
     def _enqueue(self, kind: str, key: Key) -> None:
         self._spawn(self.queue.put(self.tenant, (kind, key)))
+
+    def _lasting(self, item: tuple[str, Key]) -> bool:
+        """Whether `item` has failed often enough in a row that the tenant should hear of it."""
+        return self._failures.get(item, 0) >= TELL_AFTER_FAILURES
 
     def _retry_later(self, item: tuple[str, Key], *, failed: bool = True) -> float:
         """Queue `item` again after its backoff (a failure) or the first delay (not synced yet); a
@@ -384,9 +391,9 @@ class TenantSyncer:
         try:
             created = await self.super.create(shadow)
         except ApiError as error:
-            if error.status in (400, 403, 422):
-                # A refusal (quota, LimitRange, admission policy): the tenant is shown why, on the
-                # pod's condition and in an Event, and the key is retried with backoff.
+            if error.status in (400, 403, 422) and self._lasting(("Pod", key_of(pod))):
+                # A lasting refusal (quota, LimitRange, admission policy): the tenant is shown why,
+                # on the pod's condition and in an Event; the key is retried with backoff.
                 await self._refuse_pod(
                     pod, f"the super cluster refused it: {self._refusal_message(error, pod['metadata']['namespace'])}"
                 )
@@ -519,7 +526,7 @@ class TenantSyncer:
             try:
                 await self.super.apply(desired)
             except ApiError as error:
-                if error.status in (400, 403, 422):
+                if error.status in (400, 403, 422) and self._lasting((kind, key)):
                     message = self._refusal_message(error, namespace)
                     await self._tell_once(obj, tr.REJECTED_REASON, f"the super cluster refused it: {message}")
                 raise
@@ -593,9 +600,12 @@ class TenantSyncer:
         volume = tr.tenant_volume(claim, shadow)
         if self._tenant_volumes.get(volume["metadata"]["name"]) == claim["metadata"]["uid"]:
             return
-        with contextlib.suppress(ApiError):  # 409: it exists already
+        try:
             await self.tenant_api.create(volume)
             metrics.SYNCED.labels(self.tenant, "PersistentVolume", "up").inc()
+        except ApiError as error:
+            if error.status != 409:  # anything but "it exists already" is retried with the key
+                raise
         self._tenant_volumes[volume["metadata"]["name"]] = claim["metadata"]["uid"]
 
     # -- events ----------------------------------------------------------------------------------
