@@ -344,9 +344,32 @@ class KubeClient:
         ) as response:
             if response.status >= 400:
                 raise ApiError(response.status, await response.text(), "WATCH", kind)
-            async for line in response.content:
-                if line.strip():
-                    yield json.loads(line)
+            async for line in json_lines(response.content.iter_any()):
+                yield json.loads(line)
+
+
+# Larger than any object the API server stores (its request limit is 3 MiB): a longer line is an error.
+MAX_LINE_BYTES = 16 * 2**20
+
+
+async def json_lines(chunks: AsyncIterator[bytes], limit: int = MAX_LINE_BYTES) -> AsyncIterator[bytes]:
+    """The non-empty lines of a stream of chunks, however the chunks cut them and however long a
+    line is up to `limit` (aiohttp's own line reader stops at 128 KiB: one large ConfigMap or Secret
+    in a watch would break it)."""
+    pending = bytearray()
+    async for chunk in chunks:
+        start = 0
+        while (end := chunk.find(b"\n", start)) >= 0:  # only the new bytes are searched: linear
+            pending += chunk[start:end]
+            if pending.strip():
+                yield bytes(pending)
+            pending.clear()
+            start = end + 1
+        pending += chunk[start:]
+        if len(pending) > limit:
+            raise ValueError(f"a watch line longer than {limit} bytes")
+    if pending.strip():
+        yield bytes(pending)
 
 
 async def wait_for(predicate: Any, timeout: float, interval: float = 1.0) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -12,6 +13,7 @@ import pytest
 import yaml
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+from prometheus_client import REGISTRY
 
 from stockade.kube import Credentials
 from stockade.syncer import translate as tr
@@ -482,6 +484,32 @@ def test_events_about_super_pods_reach_the_tenant(tenant_a: TenantUnderTest, sup
     assert event.message == "Successfully pulled image"
     assert event.involved_object.uid == core.read_namespaced_pod("watched", "events").metadata.uid
     assert event.source.host == "stockade-sync-a"  # the super node's name stays hidden
+
+
+def test_a_one_megabyte_config_map_syncs_without_breaking_a_watch(
+    tenant_a: TenantUnderTest, super_client: client.ApiClient
+) -> None:
+    def restarts() -> float:
+        return sum(
+            REGISTRY.get_sample_value(
+                "stockade_syncer_watch_restarts_total", {"tenant": "sync-a", "kind": "ConfigMap", "cause": cause}
+            )
+            or 0.0
+            for cause in ("error", "gone")
+        )
+
+    ensure_namespace(tenant_a, "large")
+    before = restarts()
+    blob = "z" * 1_000_000
+    client.CoreV1Api(tenant_a.superuser).create_namespaced_config_map(
+        "large", {"metadata": {"name": "big"}, "data": {"blob": blob}}
+    )
+    super_core = client.CoreV1Api(super_client)
+    name, ns = tr.super_name("large", "big"), tenant_a.workloads_namespace
+    copy = eventually(lambda: super_core.read_namespaced_config_map(name, ns), 30, what="1 MB ConfigMap synced")
+    assert copy.data["blob"] == blob
+    time.sleep(2)  # the super side's watch has seen the copy too
+    assert restarts() == before  # neither side's watch broke on the long line
 
 
 def test_persistent_volume_claims_down_and_bound_up(tenant_a: TenantUnderTest, super_client: client.ApiClient) -> None:
