@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from stockade import naming
+from stockade.model import DEFAULT_VOLUME_TYPES
 
 # Annotations on super objects naming the tenant object they mirror.
 ANNOTATION_NAMESPACE = "stockade.dev/tenant-namespace"
@@ -121,9 +122,7 @@ class TenantContext:
     default_limits: Mapping[str, str]
     virtual_node: str
     virtual_node_ip: str = "192.0.2.1"
-    volume_types: frozenset[str] = frozenset(
-        {"configMap", "downwardAPI", "emptyDir", "ephemeral", "persistentVolumeClaim", "projected", "secret"}
-    )
+    volume_types: frozenset[str] = frozenset(DEFAULT_VOLUME_TYPES)
     # The Tenant's own placement (superuser-set): the only nodeSelector and tolerations super pods get.
     node_selector: Mapping[str, str] = field(default_factory=dict)
     tolerations: tuple[Mapping[str, Any], ...] = ()
