@@ -101,6 +101,12 @@ def tenants(stockade: Operator, super_kubectl: Kubectl, folder: Path) -> Iterato
         tenant.wait_ready()
         tenant.fetch_kubeconfig()
         eventually(lambda t=tenant: t.kubectl("create", "namespace", APP_NAMESPACE), timeout=60, what="namespace")
+        # Pods are admitted only once the tenant's controller-manager has made the namespace's
+        # default ServiceAccount.
+        eventually(
+            lambda t=tenant: t.kubectl("get", "serviceaccount", "default", "-n", APP_NAMESPACE),
+            timeout=60, what="default ServiceAccount",
+        )  # fmt: skip
     yield mallory, victim
     for tenant in (mallory, victim):
         super_kubectl("delete", "tenant", tenant.name, "--ignore-not-found", "--wait=false")
