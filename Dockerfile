@@ -4,17 +4,11 @@ FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY operator/ operator/
-COPY templates/ templates/
-COPY crds/ crds/
 RUN pip install --no-cache-dir --prefix=/install .
 
 FROM python:3.11-slim
 ENV PYTHONUNBUFFERED=1 PYTHONDONTWRITEBYTECODE=1
 COPY --from=build /install /usr/local
-# The templates are read at run time, next to the installed package's expected location.
-COPY templates/ /app/templates/
-COPY crds/ /app/crds/
-ENV STOCKADE_TEMPLATES=/app/templates
 USER 65532:65532
 WORKDIR /app
 ENTRYPOINT ["kopf", "run", "--standalone", "--all-namespaces", "-m", "stockade.handlers"]

@@ -10,13 +10,13 @@ PYTEST_ARGS ?=
 help:
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml devkit/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev]' -e ./devkit
 	touch $@
 
-venv: $(VENV)/.installed ## Python virtualenv with Stockade and its dev tools
+venv: $(VENV)/.installed ## Python virtualenv with Stockade, its development kit (devkit/) and dev tools
 
 testbin: ## Build the pinned Kubernetes and etcd binaries (cached in ~/.cache/stockade)
 	hack/testbin/build.sh
@@ -37,8 +37,8 @@ crds: venv ## Regenerate crds/ from the pydantic model
 	$(PY) -m stockade.crd
 
 lint: venv ## ruff and mypy
-	$(VENV)/bin/ruff check operator tests bench
-	$(VENV)/bin/ruff format --check operator tests bench
+	$(VENV)/bin/ruff check operator devkit tests bench
+	$(VENV)/bin/ruff format --check operator devkit tests bench
 	$(VENV)/bin/mypy
 
 unit: venv ## Unit tests: pure logic, no processes

@@ -28,13 +28,13 @@ from typing import Any
 import yaml
 
 from stockade import naming
-from stockade.local import install_stockade, operator_kubeconfig
-from stockade.localcluster.cluster import NETGATE_IMAGE, WORKLOAD_IMAGE
-from stockade.localcluster.cluster import RESTRICTED_SECURITY_CONTEXT as RESTRICTED
-from stockade.localcluster.node import NODE_NAME
-from stockade.testbed import LocalControlPlane
-from stockade.testbed.kubectl import Kubectl, KubectlError
-from stockade.testbed.operator_process import operator_process
+from stockade_dev.localcluster.cluster import NETGATE_IMAGE, WORKLOAD_IMAGE
+from stockade_dev.localcluster.cluster import RESTRICTED_SECURITY_CONTEXT as RESTRICTED
+from stockade_dev.localcluster.node import NODE_NAME
+from stockade_dev.testbed import LocalControlPlane
+from stockade_dev.testbed.kubectl import Kubectl, KubectlError
+from stockade_dev.testbed.operator_process import operator_process
+from stockade_dev.up import install_stockade, operator_kubeconfig
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -32,7 +32,7 @@ from stockade.kube import Credentials, KubeClient
 from stockade.model import TenantSpec
 from stockade.syncer import translate as tr
 from stockade.syncer.informer import Informer
-from stockade.testbed import LocalControlPlane
+from stockade_dev.testbed import LocalControlPlane
 
 PAUSE = "registry.k8s.io/pause:3.10"
 CONCURRENCY = 16

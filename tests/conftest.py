@@ -1,1 +1,1 @@
-pytest_plugins = ["stockade.testbed.pytest_plugin"]
+pytest_plugins = ["stockade_dev.testbed.pytest_plugin"]

@@ -8,7 +8,7 @@ from typing import Any
 
 from kubernetes.client.rest import ApiException
 
-from stockade.testbed.kubectl import KubectlError
+from stockade_dev.testbed.kubectl import KubectlError
 
 
 def eventually(check: Callable[[], Any], timeout: float = 60.0, interval: float = 0.5, what: str = "") -> Any:

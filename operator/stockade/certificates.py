@@ -1,7 +1,7 @@
 """The certificate set of one Kubernetes control plane: three CAs, the leaves, the SA key.
 
 Pure: given the names the servers answer to, it computes certificates. The operator stores the
-result in Secrets (`stockade.render`), and the test bed writes it to files (`stockade.testbed`).
+result in Secrets (`stockade.render`), and the test bed writes it to files (`stockade_dev.testbed`).
 """
 
 from __future__ import annotations

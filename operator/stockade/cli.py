@@ -1,16 +1,23 @@
-"""`stockade` console script: `stockade kubeconfig <tenant>` and `stockade crd`."""
+"""`stockade` console script: `stockade kubeconfig <tenant>` and `stockade crd`.
+
+More commands come from installed plugins (entry-point group `stockade.commands`, each a function
+that adds a subparser whose defaults carry a `handler`): the development kit adds `stockade up`.
+The product itself carries no test or local-cluster code."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import base64
+import importlib.metadata
 import os
 import sys
 from pathlib import Path
 
-from stockade import crd, local
+from stockade import crd
 from stockade.kube import ApiError, Credentials, KubeClient
+
+PLUGIN_GROUP = "stockade.commands"
 
 
 class CliError(Exception):
@@ -58,11 +65,12 @@ def main(argv: list[str] | None = None) -> int:
         help="internal: the in-cluster Service URL; external: the exposed endpoint (default: external if exposed)",
     )
     commands.add_parser("crd", help="print the Tenant CustomResourceDefinition generated from the model")
-    local.add_parser(commands)
+    for plugin in importlib.metadata.entry_points(group=PLUGIN_GROUP):
+        plugin.load()(commands)
     args = parser.parse_args(argv)
 
     try:
-        if args.command == "up":
+        if getattr(args, "handler", None) is not None:
             return int(args.handler(args))
         if args.command == "crd":
             sys.stdout.write(crd.render())

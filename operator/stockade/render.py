@@ -1,6 +1,6 @@
 """What a Tenant becomes in the super cluster, computed as plain objects (pure).
 
-`render_tenant` fills the jinja2 templates in `templates/` and stamps every object with the
+`render_tenant` fills the jinja2 templates in `stockade/templates/` (package data) and stamps every object with the
 tenant's labels and an ownerReference to the Tenant; `pki_secrets` and `kubeconfig_secrets` turn
 a `ControlPlanePKI` into Secrets. Nothing here talks to a cluster.
 """
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
@@ -26,8 +25,8 @@ from stockade.config import ETCD_IMAGE_TAGS, OperatorConfig
 from stockade.kubeconfig import build_kubeconfig, dump
 from stockade.model import API_VERSION, KIND, ServiceType, TenantSpec
 
-# templates/ at the repository root; an installed operator (the image) points here with $STOCKADE_TEMPLATES.
-TEMPLATES_DIR = Path(os.environ.get("STOCKADE_TEMPLATES") or Path(__file__).resolve().parents[2] / "templates")
+# Shipped as package data, beside this module (in a wheel, an image and a checkout alike).
+TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
 TEMPLATES = ("namespaces", "etcd", "apiserver", "controllers", "network-policies", "workloads")
 PKI_DIR = "/etc/kubernetes/pki"
 AUTH_CONFIG = "/etc/kubernetes/config/authentication.yaml"

@@ -19,13 +19,13 @@ import pytest
 import yaml
 
 from stockade import naming
-from stockade.local import install_stockade, operator_kubeconfig
-from stockade.localcluster.cluster import NETGATE_IMAGE
-from stockade.localcluster.node import Layout
-from stockade.testbed import ManagedProcess
-from stockade.testbed.kubectl import Kubectl
-from stockade.testbed.operator_process import operator_process
-from stockade.testbed.pytest_plugin import SESSION_OWNER
+from stockade_dev.localcluster.cluster import NETGATE_IMAGE
+from stockade_dev.localcluster.node import Layout
+from stockade_dev.testbed import ManagedProcess
+from stockade_dev.testbed.kubectl import Kubectl
+from stockade_dev.testbed.operator_process import operator_process
+from stockade_dev.testbed.pytest_plugin import SESSION_OWNER
+from stockade_dev.up import install_stockade, operator_kubeconfig
 from tests.helpers import eventually
 
 REPO = Path(__file__).resolve().parents[2]

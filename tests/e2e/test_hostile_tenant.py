@@ -24,12 +24,12 @@ from typing import Any
 import pytest
 
 from stockade import naming
-from stockade.localcluster import registry
-from stockade.localcluster.cluster import LICENSED_IMAGE, WORKLOAD_IMAGE
-from stockade.localcluster.node import DNS_SERVICE_IP, NODE_NAME
 from stockade.syncer import translate as tr
-from stockade.testbed.binaries import pinned_versions
-from stockade.testbed.kubectl import Kubectl, KubectlError
+from stockade_dev.localcluster import registry
+from stockade_dev.localcluster.cluster import LICENSED_IMAGE, WORKLOAD_IMAGE
+from stockade_dev.localcluster.node import DNS_SERVICE_IP, NODE_NAME
+from stockade_dev.testbed.binaries import pinned_versions
+from stockade_dev.testbed.kubectl import Kubectl, KubectlError
 from tests.e2e.conftest import METADATA_IP, RUNTIME_CLASS, Decoy, Operator, Tenant, create_tenant
 from tests.e2e.workloads import APP_NAMESPACE, apply, finished, pod, termination_message
 from tests.helpers import eventually

@@ -13,11 +13,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from stockade.local import STATE_DIR
-from stockade.localcluster import host
-from stockade.localcluster.node import BRIDGE, Layout
-from stockade.testbed import leaked_processes
-from stockade.testbed.pytest_plugin import SESSION_ENV
+from stockade_dev.localcluster import host
+from stockade_dev.localcluster.node import BRIDGE, Layout
+from stockade_dev.testbed import leaked_processes
+from stockade_dev.testbed.pytest_plugin import SESSION_ENV
+from stockade_dev.up import STATE_DIR
 
 pytestmark = pytest.mark.own_cluster
 

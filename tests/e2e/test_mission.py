@@ -16,8 +16,8 @@ import pytest
 
 from stockade.syncer import translate as tr
 from stockade.syncer.translate import REJECTED_REASON
-from stockade.testbed.binaries import pinned_versions
-from stockade.testbed.kubectl import Kubectl, KubectlError
+from stockade_dev.testbed.binaries import pinned_versions
+from stockade_dev.testbed.kubectl import Kubectl, KubectlError
 from tests.e2e.conftest import Decoy, Operator, Tenant, create_tenant
 from tests.e2e.workloads import (
     APP_NAMESPACE,

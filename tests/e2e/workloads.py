@@ -7,9 +7,9 @@ from typing import Any
 
 import yaml
 
-from stockade.localcluster.cluster import RESTRICTED_SECURITY_CONTEXT as RESTRICTED
-from stockade.localcluster.cluster import WORKLOAD_IMAGE
-from stockade.testbed.kubectl import Kubectl
+from stockade_dev.localcluster.cluster import RESTRICTED_SECURITY_CONTEXT as RESTRICTED
+from stockade_dev.localcluster.cluster import WORKLOAD_IMAGE
+from stockade_dev.testbed.kubectl import Kubectl
 from tests.e2e.conftest import RUNTIME_CLASS, SANDBOX_RUNTIME, can_inspect_runtime, containerd_runtime
 from tests.helpers import eventually
 

@@ -11,9 +11,9 @@ import pytest
 from kubernetes import client, config
 
 from stockade.kubeconfig import build_kubeconfig
-from stockade.testbed import LocalControlPlane, ManagedProcess, find_binary
-from stockade.testbed.operator_process import operator_process
-from stockade.testbed.pytest_plugin import SESSION_OWNER
+from stockade_dev.testbed import LocalControlPlane, ManagedProcess, find_binary
+from stockade_dev.testbed.operator_process import operator_process
+from stockade_dev.testbed.pytest_plugin import SESSION_OWNER
 
 REPO = Path(__file__).resolve().parents[2]
 RESYNC_SECONDS = 3

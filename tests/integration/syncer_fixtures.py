@@ -21,7 +21,7 @@ from stockade.model import TenantSpec
 from stockade.syncer.runner import tenant_context
 from stockade.syncer.syncer import SyncerPool, TenantSyncer
 from stockade.syncer.translate import TenantContext
-from stockade.testbed import LocalControlPlane
+from stockade_dev.testbed import LocalControlPlane
 
 
 class SyncerThread:

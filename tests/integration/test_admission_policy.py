@@ -10,7 +10,7 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from stockade.testbed import LocalControlPlane
+from stockade_dev.testbed import LocalControlPlane
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.integration

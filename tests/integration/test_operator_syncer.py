@@ -25,7 +25,7 @@ from stockade.status import Check
 from stockade.syncer.runner import WORKLOAD_SYNC_READY, run_tenant_syncer
 from stockade.syncer.syncer import SyncerPool
 from stockade.syncer.translate import super_name
-from stockade.testbed import LocalControlPlane
+from stockade_dev.testbed import LocalControlPlane
 from tests.helpers import eventually
 from tests.integration.conftest import RunningOperator, service_account_kubeconfig
 from tests.integration.test_operator import condition, create_tenant, get_tenant, tenant_body, wait_observed

@@ -18,7 +18,7 @@ from stockade import certificates as certs
 from stockade import naming, pki, render, tenant_rbac
 from stockade.kubeconfig import ca_of
 from stockade.model import TenantSpec
-from stockade.testbed import LocalControlPlane
+from stockade_dev.testbed import LocalControlPlane
 from tests.helpers import eventually
 from tests.integration.conftest import RunningOperator
 from tests.integration.test_operator import (

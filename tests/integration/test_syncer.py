@@ -17,7 +17,7 @@ from prometheus_client import REGISTRY
 
 from stockade.kube import Credentials
 from stockade.syncer import translate as tr
-from stockade.testbed import LocalControlPlane, find_binary
+from stockade_dev.testbed import LocalControlPlane, find_binary
 from tests.helpers import eventually
 from tests.integration.conftest import service_account_kubeconfig
 from tests.integration.syncer_fixtures import SyncerThread, TenantUnderTest, provision_tenant

@@ -10,9 +10,9 @@ import pytest
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from stockade.testbed import find_binary
-from stockade.testbed.binaries import kubernetes_version
-from stockade.testbed.controlplane import LocalControlPlane
+from stockade_dev.testbed import find_binary
+from stockade_dev.testbed.binaries import kubernetes_version
+from stockade_dev.testbed.controlplane import LocalControlPlane
 from tests.helpers import eventually
 
 pytestmark = pytest.mark.integration

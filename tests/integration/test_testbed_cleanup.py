@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from stockade.testbed import leaked_processes
-from stockade.testbed.pytest_plugin import SESSION_ENV
+from stockade_dev.testbed import leaked_processes
+from stockade_dev.testbed.pytest_plugin import SESSION_ENV
 
 pytestmark = pytest.mark.integration
 
-CHILD_CONFTEST = 'pytest_plugins = ["stockade.testbed.pytest_plugin"]\n'
+CHILD_CONFTEST = 'pytest_plugins = ["stockade_dev.testbed.pytest_plugin"]\n'
 CHILD_TEST = """
 import os, time
 

@@ -8,9 +8,9 @@ import json
 import tarfile
 from pathlib import Path
 
-from stockade.localcluster import images
-from stockade.localcluster import node as n
-from stockade.localcluster.host import HostSnapshot
+from stockade_dev.localcluster import images
+from stockade_dev.localcluster import node as n
+from stockade_dev.localcluster.host import HostSnapshot
 
 LAYOUT = n.Layout(state=Path("/s"), run=Path("/r"), volumes=Path("/tmp/v"))
 
@@ -100,7 +100,7 @@ def test_host_snapshot_round_trips(tmp_path: Path) -> None:
 
 
 def test_containerd_reaches_registries_only_through_hosts_files_and_a_dead_end_proxy() -> None:
-    from stockade.localcluster import registry
+    from stockade_dev.localcluster import registry
 
     assert 'config_path = "/s/certs.d"' in n.containerd_config(LAYOUT, Path("/s/runsc.toml"))
     env = registry.containerd_env()
@@ -111,7 +111,7 @@ def test_containerd_reaches_registries_only_through_hosts_files_and_a_dead_end_p
 
 
 def test_private_registry_config_requires_htpasswd(tmp_path: Path) -> None:
-    from stockade.localcluster import registry
+    from stockade_dev.localcluster import registry
 
     configs = registry.write_files(tmp_path / "reg", tmp_path / "certs.d")
     private = json.loads(configs["registry-private"].read_text())
@@ -126,7 +126,7 @@ def test_private_registry_config_requires_htpasswd(tmp_path: Path) -> None:
 
 
 def test_hosts_entries_are_added_once_and_removed(tmp_path: Path) -> None:
-    from stockade.localcluster import host
+    from stockade_dev.localcluster import host
 
     hosts = tmp_path / "hosts"
     hosts.write_text("127.0.0.1 localhost\n")

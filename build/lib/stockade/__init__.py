@@ -1,0 +1,1 @@
+"""Stockade: hard multi-tenancy for Kubernetes."""

@@ -1,0 +1,117 @@
+"""Every name Stockade derives from a tenant's name, in one place.
+
+Pure functions. Tenant names are DNS labels of at most 40 characters (enforced by the CRD),
+so every name below fits the 63-character limit of labels and namespaces.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+
+LABEL_TENANT = "stockade.dev/tenant"
+LABEL_ROLE = "stockade.dev/role"
+LABEL_COMPONENT = "stockade.dev/component"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "stockade"
+# Marks a workloads namespace; the admission policy in manifests/ selects on it.
+LABEL_WORKLOADS = "stockade.dev/workloads"
+ANNOTATION_RUNTIME_CLASS = "stockade.dev/runtime-class"
+# Set to a new value (e.g. a date) to re-issue leaf certificates, or the CAs and everything.
+ANNOTATION_ROTATE = "stockade.dev/rotate-certificates"
+ANNOTATION_ROTATE_CA = "stockade.dev/rotate-ca"
+FINALIZER = "stockade.dev/cleanup"
+FIELD_MANAGER = "stockade-operator"
+OPERATOR_NAMESPACE = "stockade-system"
+
+ROLE_CONTROL_PLANE = "control-plane"
+ROLE_WORKLOADS = "workloads"
+
+MAX_NAME = 63
+HASH_LENGTH = 10
+
+
+def control_plane_namespace(tenant: str) -> str:
+    return f"stockade-{tenant}-control-plane"
+
+
+def workloads_namespace(tenant: str) -> str:
+    return f"stockade-{tenant}-workloads"
+
+
+def virtual_node(tenant: str) -> str:
+    """The tenant's one node, as its own cluster sees it."""
+    return f"stockade-{tenant}"
+
+
+def fit(name: str, limit: int = MAX_NAME) -> str:
+    """`name` if it fits in `limit` characters, else a prefix plus a hash of the whole name."""
+    if len(name) <= limit:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:HASH_LENGTH]
+    return f"{name[: limit - HASH_LENGTH - 1].rstrip('-.')}-{digest}"
+
+
+def tenant_labels(tenant: str, role: str | None = None, component: str | None = None) -> dict[str, str]:
+    labels = {LABEL_TENANT: tenant, LABEL_MANAGED_BY: MANAGED_BY}
+    if role:
+        labels[LABEL_ROLE] = role
+    if component:
+        labels[LABEL_COMPONENT] = component
+    return labels
+
+
+# Stable names of objects inside a tenant's control-plane namespace.
+ETCD = "etcd"
+ETCD_PEERS = "etcd-peers"
+APISERVER = "kube-apiserver"
+CONTROLLER_MANAGER = "kube-controller-manager"
+SCHEDULER = "kube-scheduler"
+SERVICE_ACCOUNT = "control-plane"
+ADMIN_KUBECONFIG_SECRET = "admin-kubeconfig"
+APISERVER_PORT = 6443
+ETCD_CLIENT_PORT = 2379
+ETCD_PEER_PORT = 2380
+
+
+def pki_secret(name: str) -> str:
+    """The Secret holding one certificate (or CA, or the service-account key)."""
+    return f"pki-{name}"
+
+
+def kubeconfig_secret(user: str) -> str:
+    return f"{user}-kubeconfig"
+
+
+def apiserver_dns_names(tenant: str) -> tuple[str, ...]:
+    namespace = control_plane_namespace(tenant)
+    return (
+        "localhost",
+        "kubernetes",
+        "kubernetes.default",
+        "kubernetes.default.svc",
+        "kubernetes.default.svc.cluster.local",
+        APISERVER,
+        f"{APISERVER}.{namespace}",
+        f"{APISERVER}.{namespace}.svc",
+        f"{APISERVER}.{namespace}.svc.cluster.local",
+    )
+
+
+def etcd_dns_names(tenant: str, replicas: int) -> tuple[str, ...]:
+    namespace = control_plane_namespace(tenant)
+    names = ["localhost", ETCD, f"{ETCD}.{namespace}", f"{ETCD}.{namespace}.svc"]
+    for i in range(replicas):
+        member = f"{ETCD}-{i}.{ETCD_PEERS}.{namespace}.svc"
+        names += [member, f"{member}.cluster.local"]
+    return tuple(names)
+
+
+def apiserver_url(tenant: str) -> str:
+    return f"https://{APISERVER}.{control_plane_namespace(tenant)}.svc:{APISERVER_PORT}"
+
+
+def service_cidr_first_ip(cidr: str) -> str:
+    """The `kubernetes` Service's ClusterIP: the first address of the Service range."""
+    network = ipaddress.ip_network(cidr, strict=False)
+    return str(network.network_address + 1)

@@ -1,0 +1,506 @@
+"""Drives the super cluster towards what a Tenant asks for. Level-based and idempotent.
+
+Each pass reads the world, computes the desired objects with the pure builders (`render`,
+`certificates`), applies them with server-side apply (an unchanged object is not written), and
+reports what it observed as conditions. The operator may be killed at any point: the next pass
+picks up from what exists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from stockade import certificates as certs
+from stockade import naming, render, tenant_rbac
+from stockade import status as st
+from stockade.config import OperatorConfig
+from stockade.kube import ApiError, Credentials, KubeClient
+from stockade.logs import about
+from stockade.model import (
+    Endpoint,
+    Phase,
+    RotationStatus,
+    SecretReference,
+    ServiceType,
+    TenantNamespaces,
+    TenantSpec,
+    TenantStatus,
+    tenant_name_problem,
+)
+
+log = logging.getLogger("stockade.reconciler")
+
+# Kinds whose objects exist only for some specs; others exist for every tenant.
+PRUNABLE_KINDS = (("networking.k8s.io/v1", "NetworkPolicy"), ("policy/v1", "PodDisruptionBudget"))
+
+# Posts an Event on the Tenant: (type "Normal"/"Warning", reason, message).
+EventSink = Callable[[str, str, str], Awaitable[None]]
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """`spec.a.b: reason; spec.c: reason` for every problem pydantic found."""
+    parts = []
+    for problem in error.errors():
+        path = ".".join(str(p) for p in ("spec", *problem["loc"]))
+        parts.append(f"{path}: {problem['msg']}")
+    return "; ".join(parts)
+
+
+@dataclass
+class Observed:
+    """What one pass learned, turned into status at the end."""
+
+    checks: list[st.Check] = field(default_factory=list)
+    endpoint: Endpoint | None = None
+    certificates_not_after: str | None = None
+    running_version: str | None = None
+    rotation: RotationStatus | None = None
+    warnings: list[tuple[str, str]] = field(default_factory=list)  # (reason, message) Events
+
+
+class TenantReconciler:
+    def __init__(
+        self,
+        kube: KubeClient,
+        config: OperatorConfig,
+        *,
+        tenant_client: Callable[[Credentials], KubeClient] = KubeClient,
+    ):
+        self.kube = kube
+        self.config = config
+        self._tenant_client = tenant_client
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def lock(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())
+
+    # -- the pass ------------------------------------------------------------------------------
+
+    async def reconcile(self, name: str, events: EventSink) -> TenantStatus | None:
+        """One pass for the Tenant `name`, on its current state read fresh from the API server:
+        a timer or a queued handler never acts on a stale copy. None if it no longer exists."""
+        async with self.lock(name):
+            body = await self.kube.get_or_none("stockade.dev/v1alpha1", "Tenant", name)
+            if body is None:
+                return None
+            return await self._reconcile(body, events)
+
+    async def _reconcile(self, body: Mapping[str, Any], events: EventSink) -> TenantStatus:
+        meta = body["metadata"]
+        name = meta["name"]
+        previous = TenantStatus.model_validate(body.get("status") or {})
+        if meta.get("deletionTimestamp"):
+            return previous
+
+        try:
+            if problem := tenant_name_problem(name):
+                raise ValueError(problem)
+            spec = TenantSpec.model_validate(body.get("spec") or {})
+        except (ValidationError, ValueError) as error:
+            message = describe_validation_error(error) if isinstance(error, ValidationError) else str(error)
+            return await self._write_failed(body, previous, "InvalidSpec", message, events)
+
+        observed = Observed()
+        effective_spec, refusal = self._version_gate(spec, previous)
+        if refusal:
+            observed.warnings.append(("UpgradeRefused", refusal))
+
+        inp = render.TenantInput(
+            name=name,
+            uid=meta["uid"],
+            spec=effective_spec,
+            config=self.config,
+            super_apiserver_ips=await self._super_apiserver_ips(),
+        )
+        objects = render.render_tenant(inp)
+        # Namespaces and the API server's Service first: the certificates name its address.
+        for obj in objects:
+            if obj["kind"] == "Namespace" or (obj["kind"] == "Service" and obj["metadata"]["name"] == naming.APISERVER):
+                await self.kube.apply(obj)
+        service = await self.kube.get("v1", "Service", naming.APISERVER, naming.control_plane_namespace(name))
+        external = await self._external_endpoint(spec, service)
+
+        bundle, pki_check = await self._ensure_pki(body, inp, effective_spec, service, external, observed)
+        observed.checks.append(pki_check)
+        checksum = render.checksum(render.pki_secrets(inp, bundle))
+        inp = render.TenantInput(**{**inp.__dict__, "pki_checksum": checksum})
+        desired = render.render_tenant(inp)
+        for obj in desired:
+            await self.kube.apply(obj)
+        await self._prune(name, desired)
+
+        observed.endpoint = Endpoint(internal=naming.apiserver_url(name), external=external)
+        observed.certificates_not_after = st.timestamp(bundle.earliest_expiry())
+        observed.checks.append(await self._isolation_check(inp))
+        control_plane = await self._control_plane_check(inp, service, bundle)
+        observed.checks.append(control_plane)
+        if control_plane.ok:
+            observed.running_version = effective_spec.kubernetes.version
+        if refusal:
+            observed.checks.append(st.Check("VersionAccepted", False, "UpgradeRefused", refusal))
+        return await self._write_status(body, previous, spec, observed, events)
+
+    async def _prune(self, name: str, desired: list[dict[str, Any]]) -> None:
+        """Delete the tenant's objects of the kinds that come and go with the spec (e.g. the
+        internet-egress NetworkPolicy) when the spec no longer asks for them."""
+        wanted = {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) for o in desired}
+        selector = f"{naming.LABEL_TENANT}={name},{naming.LABEL_MANAGED_BY}={naming.MANAGED_BY}"
+        for api_version, kind in PRUNABLE_KINDS:
+            for namespace in (naming.control_plane_namespace(name), naming.workloads_namespace(name)):
+                for obj in await self.kube.list(api_version, kind, namespace, label_selector=selector):
+                    meta = obj["metadata"]
+                    if (kind, namespace, meta["name"]) not in wanted:
+                        log.info(
+                            "tenant %s: deleting %s %s/%s, no longer wanted",
+                            name,
+                            kind,
+                            namespace,
+                            meta["name"],
+                            extra=about(name, kind, namespace, meta["name"]),
+                        )
+                        await self.kube.delete(api_version, kind, meta["name"], namespace, uid=meta["uid"])
+
+    # -- versions --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _version_gate(spec: TenantSpec, previous: TenantStatus) -> tuple[TenantSpec, str | None]:
+        """Refuse a jump of more than one minor, or a downgrade, from the *running* version.
+
+        The CRD compares with the previous spec only; this compares with what runs, so two quick
+        edits cannot skip a minor. A refused spec keeps the running version.
+        """
+        running = previous.version
+        if not running:
+            return spec, None
+        running_minor = int(running.split(".")[1])
+        wanted = spec.kubernetes.version
+        wanted_minor = spec.kubernetes.minor
+        problem = None
+        if wanted_minor > running_minor + 1:
+            problem = (
+                f"spec.kubernetes.version: {wanted} skips a minor; {running} runs now, "
+                f"upgrade to 1.{running_minor + 1} first"
+            )
+        elif wanted_minor < running_minor:
+            problem = f"spec.kubernetes.version: {wanted} is a downgrade from the running {running}"
+        if problem is None:
+            return spec, None
+        kept = spec.model_copy(update={"kubernetes": spec.kubernetes.model_copy(update={"version": running})})
+        return kept, problem
+
+    # -- PKI -------------------------------------------------------------------------------------
+
+    async def _ensure_pki(
+        self,
+        body: Mapping[str, Any],
+        inp: render.TenantInput,
+        spec: TenantSpec,
+        service: Mapping[str, Any],
+        external: str | None,
+        observed: Observed,
+    ) -> tuple[certs.ControlPlanePKI, st.Check]:
+        name = inp.name
+        namespace = naming.control_plane_namespace(name)
+        secrets = {
+            s["metadata"]["name"]: s
+            for s in await self.kube.list("v1", "Secret", namespace, label_selector=f"{naming.LABEL_TENANT}={name}")
+        }
+        stored = render.pki_from_secrets(secrets)
+        cas, leaves = stored.cas, stored.leaves
+
+        annotations = body["metadata"].get("annotations") or {}
+        rotation = (TenantStatus.model_validate(body.get("status") or {}).rotation) or None
+        want_ca = annotations.get(naming.ANNOTATION_ROTATE_CA)
+        want_leaves = annotations.get(naming.ANNOTATION_ROTATE)
+        rotate_ca = bool(want_ca) and want_ca != (rotation.ca if rotation else None) and bool(cas)
+        rotate_leaves = (
+            bool(want_leaves) and want_leaves != (rotation.certificates if rotation else None) and bool(leaves)
+        )
+
+        names = self._serving_names(name, spec, service, external)
+        # Key generation is CPU work: keep it off the event loop.
+        plan = await asyncio.to_thread(
+            certs.plan_pki,
+            cas,
+            leaves,
+            stored.service_account_key,
+            names,
+            rotate_ca=rotate_ca,
+            rotate_leaves=rotate_leaves,
+        )
+        if plan.changed:
+            for secret in render.pki_secrets(inp, plan.bundle):
+                await self.kube.apply(secret)
+            summary = ", ".join(f"{n} ({why})" for n, why in sorted(plan.reissued.items()))
+            log.info("tenant %s: issued %s", name, summary, extra=about(name, "Secret", namespace))
+            observed.warnings.append(("CertificatesIssued", f"issued: {summary}"))
+        for secret in render.kubeconfig_secrets(inp, plan.bundle, external):
+            await self.kube.apply(secret)
+        if want_ca or want_leaves:
+            observed.rotation = RotationStatus(ca=want_ca, certificates=want_leaves)
+        expiry = plan.bundle.earliest_expiry()
+        return plan.bundle, st.Check(
+            st.CERTIFICATES_READY,
+            True,
+            "Issued",
+            f"all certificates valid; the earliest expires {expiry:%Y-%m-%d}",
+        )
+
+    def _serving_names(
+        self, name: str, spec: TenantSpec, service: Mapping[str, Any], external: str | None
+    ) -> certs.ServingNames:
+        ips = ["127.0.0.1", naming.service_cidr_first_ip(self.config.service_cidr)]
+        cluster_ip = service.get("spec", {}).get("clusterIP")
+        dns = list(naming.apiserver_dns_names(name))
+        for extra in [
+            *spec.control_plane.service.extra_sans,
+            *([external_host(external)] if external else []),
+        ]:
+            (ips if is_ip(extra) else dns).append(extra)
+        if cluster_ip and cluster_ip != "None":
+            ips.append(cluster_ip)
+        return certs.ServingNames(
+            apiserver_dns=tuple(dict.fromkeys(dns)),
+            apiserver_ips=tuple(dict.fromkeys(ips)),
+            etcd_dns=naming.etcd_dns_names(name, spec.control_plane.replicas),
+            etcd_ips=("127.0.0.1",),
+        )
+
+    async def _external_endpoint(self, spec: TenantSpec, service: Mapping[str, Any]) -> str | None:
+        service_type = spec.control_plane.service.type
+        if service_type == ServiceType.LOAD_BALANCER:
+            ingress = (service.get("status", {}).get("loadBalancer", {}) or {}).get("ingress") or []
+            if ingress:
+                host = ingress[0].get("ip") or ingress[0].get("hostname")
+                return f"https://{host}:{naming.APISERVER_PORT}"
+        elif service_type == ServiceType.NODE_PORT:
+            port = next((p.get("nodePort") for p in service["spec"].get("ports", [])), None)
+            nodes = await self.kube.list("v1", "Node")
+            for node in nodes:
+                for address in node.get("status", {}).get("addresses", []):
+                    if address["type"] in ("ExternalIP", "InternalIP") and port:
+                        return f"https://{address['address']}:{port}"
+        return None
+
+    async def _super_apiserver_ips(self) -> tuple[str, ...]:
+        """Where the super cluster's API server listens, so tenant egress can exclude it."""
+        try:
+            endpoints = await self.kube.get("v1", "Endpoints", "kubernetes", "default")
+        except ApiError:
+            return ()
+        return tuple(
+            address["ip"] for subset in endpoints.get("subsets", []) for address in subset.get("addresses", [])
+        )
+
+    # -- observations ----------------------------------------------------------------------------
+
+    async def _isolation_check(self, inp: render.TenantInput) -> st.Check:
+        runtime_class = inp.spec.workloads.runtime_class_name or self.config.runtime_class
+        cp_runtime_class = inp.spec.control_plane.runtime_class_name or self.config.runtime_class
+        for wanted in dict.fromkeys((runtime_class, cp_runtime_class)):
+            if await self.kube.get_or_none("node.k8s.io/v1", "RuntimeClass", wanted) is None:
+                return st.Check(
+                    st.ISOLATION_READY,
+                    False,
+                    "RuntimeClassMissing",
+                    f"RuntimeClass {wanted!r} does not exist in the super cluster; sandboxed pods cannot start",
+                )
+        return st.Check(
+            st.ISOLATION_READY,
+            True,
+            "Enforced",
+            f"NetworkPolicies default-deny, Pod Security {inp.spec.workloads.pod_security.value}, "
+            f"quota and RuntimeClass {runtime_class!r} in place",
+        )
+
+    async def _control_plane_check(
+        self, inp: render.TenantInput, service: Mapping[str, Any], bundle: certs.ControlPlanePKI
+    ) -> st.Check:
+        namespace = naming.control_plane_namespace(inp.name)
+        if inp.spec.suspended:
+            return st.Check(st.CONTROL_PLANE_READY, False, "Suspended", "scaled to zero")
+        wanted = inp.spec.control_plane.replicas
+        workloads = [("StatefulSet", naming.ETCD)] + [
+            ("Deployment", n) for n in (naming.APISERVER, naming.CONTROLLER_MANAGER, naming.SCHEDULER)
+        ]
+        for kind, workload in workloads:
+            obj = await self.kube.get_or_none("apps/v1", kind, workload, namespace)
+            status = (obj or {}).get("status", {})
+            ready = status.get("readyReplicas", 0)
+            updated = status.get("updatedReplicas", 0)
+            if (
+                ready < wanted
+                or updated < wanted
+                or status.get("observedGeneration", 0) < obj["metadata"]["generation"]
+            ):
+                return st.Check(
+                    st.CONTROL_PLANE_READY,
+                    False,
+                    "Starting",
+                    f"{workload}: {ready}/{wanted} ready, {updated} updated",
+                )
+        ok, detail = await self._probe_tenant(inp, service, bundle)
+        if not ok:
+            return st.Check(st.CONTROL_PLANE_READY, False, "APIServerNotReady", detail)
+        return st.Check(st.CONTROL_PLANE_READY, True, "Ready", "etcd and all components ready; /readyz answers ok")
+
+    def tenant_credentials(self, service: Mapping[str, Any], bundle: certs.ControlPlanePKI) -> Credentials:
+        """How the operator reaches a tenant API server: its Service's ClusterIP (no cluster DNS
+        needed, so an operator running on a node works too) with a short-lived bootstrap client."""
+        cluster_ip = service["spec"]["clusterIP"]
+        boot = certs.issue_bootstrap_client(bundle.cas[certs.CLUSTER_CA])
+        return Credentials(
+            server=f"https://{cluster_ip}:{naming.APISERVER_PORT}",
+            ca_pem=bundle.cas[certs.CLUSTER_CA].cert_pem,
+            cert_pem=boot.cert_pem,
+            key_pem=boot.key_pem,
+        )
+
+    async def _probe_tenant(
+        self, inp: render.TenantInput, service: Mapping[str, Any], bundle: certs.ControlPlanePKI
+    ) -> tuple[bool, str]:
+        credentials = self.tenant_credentials(service, bundle)
+        try:
+            async with self._tenant_client(credentials) as tenant:
+                status, text = await tenant.get_raw("/readyz", timeout=10)
+                if status != 200:
+                    return False, f"/readyz answered {status}: {text[:200]}"
+                for obj in [*tenant_rbac.objects(inp.spec), *tenant_rbac.node_name_policy(inp.name)]:
+                    await tenant.apply(obj)
+        except (OSError, TimeoutError, ApiError) as error:
+            return False, f"tenant API server unreachable: {error}"
+        return True, "ok"
+
+    # -- status ----------------------------------------------------------------------------------
+
+    async def _write_failed(
+        self, body: Mapping[str, Any], previous: TenantStatus, reason: str, message: str, events: EventSink
+    ) -> TenantStatus:
+        generation = body["metadata"].get("generation")
+        checks = [st.Check(st.READY, False, reason, message)]
+        new = previous.model_copy(
+            update={
+                "phase": Phase.FAILED,
+                "observed_generation": generation,
+                "conditions": _keep_others(previous, st.merge_conditions(previous.conditions, checks, generation)),
+            }
+        )
+        await self._patch_status(body, previous, new, events)
+        return new
+
+    async def _write_status(
+        self,
+        body: Mapping[str, Any],
+        previous: TenantStatus,
+        spec: TenantSpec,
+        observed: Observed,
+        events: EventSink,
+    ) -> TenantStatus:
+        meta = body["metadata"]
+        name, generation = meta["name"], meta.get("generation")
+        ready = st.ready_check(observed.checks, spec.suspended)
+        # Conditions owned by others (the syncer's WorkloadSyncReady) are kept as they are.
+        conditions = _keep_others(
+            previous, st.merge_conditions(previous.conditions, [ready, *observed.checks], generation)
+        )
+        ever_ready = previous.version is not None
+        phase = st.phase(
+            ready=ready.ok is True,
+            suspended=spec.suspended,
+            deleting=False,
+            ever_ready=ever_ready,
+            spec_changed=previous.observed_generation != generation,
+        )
+        new = TenantStatus(
+            phase=phase,
+            observed_generation=generation,
+            version=observed.running_version or previous.version,
+            endpoint=observed.endpoint,
+            kubeconfig_secret_ref=SecretReference(
+                namespace=naming.control_plane_namespace(name),
+                name=naming.kubeconfig_secret(certs.ADMIN),
+                key="kubeconfig-external" if observed.endpoint and observed.endpoint.external else "kubeconfig",
+            ),
+            namespaces=TenantNamespaces(
+                control_plane=naming.control_plane_namespace(name), workloads=naming.workloads_namespace(name)
+            ),
+            certificates_not_after=observed.certificates_not_after,
+            rotation=observed.rotation,
+            conditions=conditions,
+            kopf=previous.kopf,
+        )
+        for reason, message in observed.warnings:
+            await events("Normal" if reason == "CertificatesIssued" else "Warning", reason, message)
+        await self._patch_status(body, previous, new, events)
+        return new
+
+    async def _patch_status(
+        self, body: Mapping[str, Any], previous: TenantStatus, new: TenantStatus, events: EventSink
+    ) -> None:
+        old_wire = previous.wire()
+        new_wire = new.wire()
+        old_wire.pop("kopf", None)
+        new_wire.pop("kopf", None)
+        if old_wire == new_wire:
+            return  # an unchanged Tenant causes no writes
+        for condition in st.transitions(previous.conditions, new.conditions):
+            kind = "Normal" if condition.status == "True" else "Warning"
+            await events(kind, condition.reason, f"{condition.type}={condition.status}: {condition.message}")
+        patch = {"status": {k: new_wire.get(k) for k in set(old_wire) | set(new_wire)}}
+        await self.kube.patch_merge(
+            "stockade.dev/v1alpha1", "Tenant", body["metadata"]["name"], patch, subresource="status"
+        )
+
+    async def set_condition(self, name: str, check: st.Check, events: EventSink) -> None:
+        """Set one condition owned by someone else than the pass (e.g. the syncer's health)."""
+        async with self.lock(name):
+            body = await self.kube.get_or_none("stockade.dev/v1alpha1", "Tenant", name)
+            if body is None or body["metadata"].get("deletionTimestamp"):
+                return
+            previous = TenantStatus.model_validate(body.get("status") or {})
+            generation = body["metadata"].get("generation")
+            updated = st.merge_conditions(previous.conditions, [check], generation)
+            new = previous.model_copy(update={"conditions": _keep_others(previous, updated)})
+            await self._patch_status(body, previous, new, events)
+
+    # -- deletion --------------------------------------------------------------------------------
+
+    async def cleanup(self, name: str) -> str | None:
+        """Delete what Stockade created for a tenant, workloads first. None when all is gone,
+        else what is still being removed."""
+        async with self.lock(name):
+            for namespace in (naming.workloads_namespace(name), naming.control_plane_namespace(name)):
+                existing = await self.kube.get_or_none("v1", "Namespace", namespace)
+                if existing is None:
+                    continue
+                if not existing["metadata"].get("deletionTimestamp"):
+                    await self.kube.delete("v1", "Namespace", namespace, uid=existing["metadata"]["uid"])
+                return f"waiting for namespace {namespace} to be deleted"
+        self._locks.pop(name, None)
+        return None
+
+
+def _keep_others(previous: TenantStatus, updated: list[Any]) -> list[Any]:
+    """Conditions of `updated`, plus previous ones of other types (kept as they were)."""
+    types = {c.type for c in updated}
+    return updated + [c for c in previous.conditions if c.type not in types]
+
+
+def is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
+def external_host(url: str) -> str:
+    host = url.split("://", 1)[-1].rsplit(":", 1)[0]
+    return host.strip("[]")

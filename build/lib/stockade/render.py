@@ -1,0 +1,358 @@
+"""What a Tenant becomes in the super cluster, computed as plain objects (pure).
+
+`render_tenant` fills the jinja2 templates in `stockade/templates/` (package data) and stamps every object with the
+tenant's labels and an ownerReference to the Tenant; `pki_secrets` and `kubeconfig_secrets` turn
+a `ControlPlanePKI` into Secrets. Nothing here talks to a cluster.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import jinja2
+import yaml
+
+from stockade import certificates as certs
+from stockade import components, naming, pki
+from stockade.config import ETCD_IMAGE_TAGS, OperatorConfig
+from stockade.kubeconfig import build_kubeconfig, dump
+from stockade.model import API_VERSION, KIND, ServiceType, TenantSpec
+
+# Shipped as package data, beside this module (in a wheel, an image and a checkout alike).
+TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
+TEMPLATES = ("namespaces", "etcd", "apiserver", "controllers", "network-policies", "workloads")
+PKI_DIR = "/etc/kubernetes/pki"
+AUTH_CONFIG = "/etc/kubernetes/config/authentication.yaml"
+KUBECONFIG_PATH = f"{PKI_DIR}/kubeconfig"
+CONTROLLER_MANAGER_PORT = 10257
+SCHEDULER_PORT = 10259
+
+_environment = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(TEMPLATES_DIR),
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+    keep_trailing_newline=True,
+)
+
+# (secret, [(key, file)]) entries of a projected volume.
+PkiSources = list[tuple[str, list[tuple[str, str]]]]
+
+
+def _ca_source(ca: str) -> tuple[str, list[tuple[str, str]]]:
+    """Only the CA's certificate: no pod ever mounts a CA's private key."""
+    return naming.pki_secret(ca), [("tls.crt", f"{ca}.crt")]
+
+
+def _leaf_source(leaf: str) -> tuple[str, list[tuple[str, str]]]:
+    return naming.pki_secret(leaf), [("tls.crt", f"{leaf}.crt"), ("tls.key", f"{leaf}.key")]
+
+
+def _kubeconfig_source(user: str) -> tuple[str, list[tuple[str, str]]]:
+    return naming.kubeconfig_secret(user), [("kubeconfig", "kubeconfig")]
+
+
+SERVICE_ACCOUNT_SECRET = naming.pki_secret("sa")
+PKI_SOURCES: dict[str, PkiSources] = {
+    "etcd": [_ca_source(certs.ETCD_CA), _leaf_source(certs.ETCD_SERVER), _leaf_source(certs.ETCD_PEER)],
+    "apiserver": [
+        _ca_source(certs.CLUSTER_CA),
+        _ca_source(certs.ETCD_CA),
+        _ca_source(certs.FRONT_PROXY_CA),
+        _leaf_source(certs.APISERVER),
+        _leaf_source(certs.APISERVER_KUBELET_CLIENT),
+        _leaf_source(certs.APISERVER_ETCD_CLIENT),
+        _leaf_source(certs.FRONT_PROXY_CLIENT),
+        (SERVICE_ACCOUNT_SECRET, [("sa.key", "sa.key"), ("sa.pub", "sa.pub")]),
+    ],
+    "kube-controller-manager": [
+        _ca_source(certs.CLUSTER_CA),
+        (SERVICE_ACCOUNT_SECRET, [("sa.key", "sa.key")]),
+        _kubeconfig_source(certs.CONTROLLER_MANAGER),
+    ],
+    "kube-scheduler": [_kubeconfig_source(certs.SCHEDULER)],
+}
+
+
+@dataclass(frozen=True)
+class TenantInput:
+    """Everything the rendering depends on."""
+
+    name: str
+    uid: str
+    spec: TenantSpec
+    config: OperatorConfig
+    pki_checksum: str = ""
+    super_apiserver_ips: tuple[str, ...] = ()
+
+
+class _Context:
+    """The `t` of the templates: the tenant input plus values derived from it."""
+
+    def __init__(self, inp: TenantInput):
+        self.inp = inp
+        self.name = inp.name
+        self.spec = inp.spec
+        self.config = inp.config
+        self.pki_checksum = inp.pki_checksum
+        self.names = naming
+        self.control_plane_namespace = naming.control_plane_namespace(inp.name)
+        self.workloads_namespace = naming.workloads_namespace(inp.name)
+        self.pki_sources = SimpleNamespace(etcd=PKI_SOURCES["etcd"], apiserver=PKI_SOURCES["apiserver"])
+        self.resources = SimpleNamespace(
+            **{field: getattr(inp.spec.control_plane.resources, field).wire() for field in ("etcd", "api_server")}
+        )
+
+    @property
+    def control_plane_runtime_class(self) -> str:
+        return self.spec.control_plane.runtime_class_name or self.config.runtime_class
+
+    @property
+    def workloads_runtime_class(self) -> str:
+        return self.spec.workloads.runtime_class_name or self.config.runtime_class
+
+    @property
+    def running_replicas(self) -> int:
+        return 0 if self.spec.suspended else self.spec.control_plane.replicas
+
+    @property
+    def exposed(self) -> bool:
+        return self.spec.control_plane.service.type != ServiceType.CLUSTER_IP
+
+    @property
+    def persistent_etcd(self) -> bool:
+        return self.spec.control_plane.etcd.storage.type.value == "PersistentVolume"
+
+    @property
+    def egress_except(self) -> list[str]:
+        return list(self.config.never_egress) + [f"{ip}/32" for ip in self.inp.super_apiserver_ips if ":" not in ip]
+
+    @cached_property
+    def images(self) -> SimpleNamespace:
+        registry = self.spec.control_plane.image_registry.rstrip("/")
+        version = self.spec.kubernetes.version
+        return SimpleNamespace(
+            etcd=f"{registry}/etcd:{ETCD_IMAGE_TAGS[self.spec.kubernetes.minor]}",
+            apiserver=f"{registry}/kube-apiserver:{version}",
+            controller_manager=f"{registry}/kube-controller-manager:{version}",
+            scheduler=f"{registry}/kube-scheduler:{version}",
+        )
+
+    @property
+    def authentication_config(self) -> str:
+        return yaml.safe_dump(components.authentication_config(), sort_keys=False)
+
+    @property
+    def etcd_args(self) -> list[str]:
+        ns, peers = self.control_plane_namespace, naming.ETCD_PEERS
+        member = f"https://$(POD_NAME).{peers}.{ns}.svc"
+        initial = ",".join(
+            f"{naming.ETCD}-{i}=https://{naming.ETCD}-{i}.{peers}.{ns}.svc:{naming.ETCD_PEER_PORT}"
+            for i in range(self.spec.control_plane.replicas)
+        )
+        return components.etcd_args(
+            components.EtcdFlags(
+                pki_dir=PKI_DIR,
+                data_dir="/var/lib/etcd/data",
+                name="$(POD_NAME)",
+                client_urls=(
+                    f"https://0.0.0.0:{naming.ETCD_CLIENT_PORT}",
+                    f"{member}:{naming.ETCD_CLIENT_PORT}",
+                ),
+                peer_urls=(f"https://0.0.0.0:{naming.ETCD_PEER_PORT}", f"{member}:{naming.ETCD_PEER_PORT}"),
+                initial_cluster=initial,
+                metrics_url="http://0.0.0.0:2381",
+            )
+        )
+
+    @property
+    def apiserver_args(self) -> list[str]:
+        ns, peers = self.control_plane_namespace, naming.ETCD_PEERS
+        etcd_servers = tuple(
+            f"https://{naming.ETCD}-{i}.{peers}.{ns}.svc:{naming.ETCD_CLIENT_PORT}"
+            for i in range(self.spec.control_plane.replicas)
+        )
+        return components.apiserver_args(
+            components.ApiServerFlags(
+                pki_dir=PKI_DIR,
+                etcd_servers=etcd_servers,
+                secure_port=naming.APISERVER_PORT,
+                service_cidr=self.config.service_cidr,
+                authentication_config_file=AUTH_CONFIG,
+            )
+        )
+
+    @property
+    def controllers(self) -> list[dict[str, Any]]:
+        leader_elect = self.spec.control_plane.replicas > 1
+        resources = self.spec.control_plane.resources
+        return [
+            {
+                "name": naming.CONTROLLER_MANAGER,
+                "image": self.images.controller_manager,
+                "port": CONTROLLER_MANAGER_PORT,
+                "resources": resources.controller_manager.wire(),
+                "pki_sources": PKI_SOURCES[naming.CONTROLLER_MANAGER],
+                "args": components.controller_manager_args(
+                    kubeconfig=KUBECONFIG_PATH,
+                    pki_dir=PKI_DIR,
+                    secure_port=CONTROLLER_MANAGER_PORT,
+                    leader_elect=leader_elect,
+                ),
+            },
+            {
+                "name": naming.SCHEDULER,
+                "image": self.images.scheduler,
+                "port": SCHEDULER_PORT,
+                "resources": resources.scheduler.wire(),
+                "pki_sources": PKI_SOURCES[naming.SCHEDULER],
+                "args": components.scheduler_args(
+                    kubeconfig=KUBECONFIG_PATH, secure_port=SCHEDULER_PORT, leader_elect=leader_elect
+                ),
+            },
+        ]
+
+
+def owner_reference(inp: TenantInput) -> dict[str, Any]:
+    return {
+        "apiVersion": API_VERSION,
+        "kind": KIND,
+        "name": inp.name,
+        "uid": inp.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def stamp(obj: dict[str, Any], inp: TenantInput) -> dict[str, Any]:
+    """Label `obj` as the tenant's and make the Tenant its owner (garbage-collected with it)."""
+    metadata = obj.setdefault("metadata", {})
+    role = metadata.get("labels", {}).get(naming.LABEL_ROLE)
+    if role is None:
+        namespace = metadata.get("namespace")
+        role = naming.ROLE_WORKLOADS if namespace == naming.workloads_namespace(inp.name) else naming.ROLE_CONTROL_PLANE
+    metadata["labels"] = {**metadata.get("labels", {}), **naming.tenant_labels(inp.name, role)}
+    metadata["ownerReferences"] = [owner_reference(inp)]
+    return obj
+
+
+def render_tenant(inp: TenantInput) -> list[dict[str, Any]]:
+    """Every super-cluster object of a tenant except its Secrets, in the order they are applied."""
+    context = _Context(inp)
+    objects: list[dict[str, Any]] = []
+    for template in TEMPLATES:
+        text = _environment.get_template(f"{template}.yaml.j2").render(t=context)
+        objects += [stamp(doc, inp) for doc in yaml.safe_load_all(text) if doc]
+    return objects
+
+
+# -- Secrets ------------------------------------------------------------------------------------
+
+
+def _secret(inp: TenantInput, name: str, data: Mapping[str, bytes], secret_type: str = "Opaque") -> dict[str, Any]:
+    return stamp(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "namespace": naming.control_plane_namespace(inp.name)},
+            "type": secret_type,
+            "data": {key: base64.b64encode(value).decode() for key, value in data.items()},
+        },
+        inp,
+    )
+
+
+def pki_secrets(inp: TenantInput, bundle: certs.ControlPlanePKI) -> list[dict[str, Any]]:
+    """One kubernetes.io/tls Secret per CA and leaf (`pki-<name>`), and `pki-sa` for the SA key pair."""
+    secrets = []
+    for name, ck in bundle.cas.items():
+        secrets.append(
+            _secret(
+                inp,
+                naming.pki_secret(name),
+                {"tls.crt": ck.cert_pem, "tls.key": ck.key_pem},
+                "kubernetes.io/tls",
+            )
+        )
+    requests = certs.leaf_requests(bundle.names)
+    for name, ck in bundle.leaves.items():
+        issuer = bundle.cas[requests[name][0]]
+        data = {"tls.crt": ck.cert_pem, "tls.key": ck.key_pem, "ca.crt": issuer.cert_pem}
+        secrets.append(_secret(inp, naming.pki_secret(name), data, "kubernetes.io/tls"))
+    sa = bundle.service_account_key
+    secrets.append(
+        _secret(inp, SERVICE_ACCOUNT_SECRET, {"sa.key": pki.private_key_pem(sa), "sa.pub": pki.public_key_pem(sa)})
+    )
+    return secrets
+
+
+def _decoded(secret: Mapping[str, Any] | None, key: str) -> bytes | None:
+    if not secret or key not in (secret.get("data") or {}):
+        return None
+    return base64.b64decode(secret["data"][key])
+
+
+@dataclass(frozen=True)
+class StoredPKI:
+    """What the `pki-*` Secrets hold (any part may be missing)."""
+
+    cas: dict[str, pki.CertKey]
+    leaves: dict[str, pki.CertKey]
+    service_account_key: Any  # ec.EllipticCurvePrivateKey | None
+
+
+def pki_from_secrets(secrets: Mapping[str, Mapping[str, Any]]) -> StoredPKI:
+    """The inverse of `pki_secrets`: read certificates back from Secrets (by name)."""
+
+    def pair(name: str) -> pki.CertKey | None:
+        secret = secrets.get(naming.pki_secret(name))
+        cert, key = _decoded(secret, "tls.crt"), _decoded(secret, "tls.key")
+        return pki.CertKey.from_pem(cert, key) if cert and key else None
+
+    cas = {name: ck for name in certs.CA_NAMES if (ck := pair(name))}
+    leaves = {name: ck for name in certs.leaf_requests(certs.ServingNames()) if (ck := pair(name))}
+    sa_pem = _decoded(secrets.get(SERVICE_ACCOUNT_SECRET), "sa.key")
+    return StoredPKI(cas, leaves, pki.load_private_key(sa_pem) if sa_pem else None)
+
+
+def kubeconfig_for(bundle: certs.ControlPlanePKI, user: str, server: str, cluster: str) -> dict[str, Any]:
+    leaf = bundle.leaves[user]
+    return build_kubeconfig(
+        cluster=cluster,
+        server=server,
+        ca_pem=bundle.cas[certs.CLUSTER_CA].cert_pem,
+        user=f"{cluster}-{user}",
+        cert_pem=leaf.cert_pem,
+        key_pem=leaf.key_pem,
+    )
+
+
+def kubeconfig_secrets(
+    inp: TenantInput, bundle: certs.ControlPlanePKI, external_server: str | None = None
+) -> list[dict[str, Any]]:
+    """`<user>-kubeconfig` Secrets: key `kubeconfig` (in-cluster Service URL) and, for the admin,
+    `kubeconfig-external` when the API server is exposed outside the cluster."""
+    internal = naming.apiserver_url(inp.name)
+    secrets = []
+    for user in certs.KUBECONFIG_USERS:
+        data = {"kubeconfig": dump(kubeconfig_for(bundle, user, internal, inp.name)).encode()}
+        if user == certs.ADMIN and external_server:
+            data["kubeconfig-external"] = dump(kubeconfig_for(bundle, user, external_server, inp.name)).encode()
+        secrets.append(_secret(inp, naming.kubeconfig_secret(user), data))
+    return secrets
+
+
+def checksum(secrets: list[dict[str, Any]]) -> str:
+    """A digest of certificate material; stamped on pod templates so a rotation rolls the pods."""
+    digest = hashlib.sha256()
+    for secret in sorted(secrets, key=lambda s: s["metadata"]["name"]):
+        for key in sorted(secret["data"]):
+            digest.update(f"{secret['metadata']['name']}/{key}=".encode() + secret["data"][key].encode())
+    return digest.hexdigest()[:16]

@@ -1,0 +1,90 @@
+"""Conditions and phase of a Tenant (pure).
+
+Conditions have the standard Kubernetes shape; `Ready` and `observedGeneration` follow kstatus,
+so Argo CD and Flux health checks read them unchanged.
+"""
+
+from __future__ import annotations
+
+import datetime
+from dataclasses import dataclass
+
+from stockade.model import Condition, Phase
+
+READY = "Ready"
+CERTIFICATES_READY = "CertificatesReady"
+CONTROL_PLANE_READY = "ControlPlaneReady"
+ISOLATION_READY = "IsolationReady"
+CONDITION_TYPES = (READY, CERTIFICATES_READY, CONTROL_PLANE_READY, ISOLATION_READY)
+
+
+def timestamp(now: datetime.datetime | None = None) -> str:
+    now = now or datetime.datetime.now(datetime.UTC)
+    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class Check:
+    """One observed fact: a condition's value before it gets a transition time."""
+
+    type: str
+    ok: bool | None  # None: unknown yet
+    reason: str
+    message: str = ""
+
+    @property
+    def status(self) -> str:
+        return "Unknown" if self.ok is None else ("True" if self.ok else "False")
+
+
+def merge_conditions(
+    previous: list[Condition],
+    checks: list[Check],
+    generation: int | None,
+    now: datetime.datetime | None = None,
+) -> list[Condition]:
+    """New conditions from `checks`, keeping lastTransitionTime where a status did not change."""
+    old = {c.type: c for c in previous}
+    merged = []
+    for check in checks:
+        before = old.get(check.type)
+        unchanged = before is not None and before.status == check.status
+        merged.append(
+            Condition(
+                type=check.type,
+                status=check.status,
+                reason=check.reason,
+                message=check.message,
+                last_transition_time=before.last_transition_time if unchanged and before else timestamp(now),
+                observed_generation=generation,
+            )
+        )
+    return merged
+
+
+def transitions(previous: list[Condition], current: list[Condition]) -> list[Condition]:
+    """Conditions whose status or reason changed (each becomes an Event on the Tenant)."""
+    old = {c.type: (c.status, c.reason) for c in previous}
+    return [c for c in current if old.get(c.type) != (c.status, c.reason)]
+
+
+def ready_check(checks: list[Check], suspended: bool) -> Check:
+    if suspended:
+        return Check(READY, False, "Suspended", "the control plane is scaled to zero; all data is kept")
+    failing = [c for c in checks if c.ok is not True]
+    if not failing:
+        return Check(READY, True, "Ready", "the tenant control plane is ready")
+    first = failing[0]
+    return Check(READY, False if first.ok is False else None, first.reason, f"{first.type}: {first.message}")
+
+
+def phase(*, ready: bool, suspended: bool, deleting: bool, ever_ready: bool, spec_changed: bool) -> Phase:
+    if deleting:
+        return Phase.DELETING
+    if suspended:
+        return Phase.SUSPENDED
+    if ready:
+        return Phase.READY
+    if not ever_ready:
+        return Phase.PROVISIONING
+    return Phase.UPDATING if spec_changed else Phase.DEGRADED

@@ -1,0 +1,1 @@
+"""The syncer: tenant workloads mirrored into the super cluster, their status mirrored back."""
