@@ -9,8 +9,8 @@ from pathlib import Path
 
 from stockade.kube import Credentials, KubeClient
 from stockade.model import TenantSpec
+from stockade.syncer.engine import SyncerPool, TenantSyncer
 from stockade.syncer.runner import capacity, tenant_context
-from stockade.syncer.syncer import SyncerPool, TenantSyncer
 
 
 async def main(path: str) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from stockade import crd
 from stockade.kube import ApiError, Credentials, KubeClient
+from stockade.model import API_VERSION, KIND
 
 PLUGIN_GROUP = "stockade.commands"
 
@@ -27,7 +28,7 @@ class CliError(Exception):
 async def fetch_kubeconfig(tenant: str, variant: str | None) -> str:
     async with KubeClient(Credentials.from_environment()) as kube:
         try:
-            obj = await kube.get("stockade.dev/v1alpha1", "Tenant", tenant)
+            obj = await kube.get(API_VERSION, KIND, tenant)
         except ApiError as error:
             if error.status == 404:
                 raise CliError(f"no Tenant named {tenant!r}") from None

@@ -19,11 +19,11 @@ import prometheus_client
 from stockade import logs, naming
 from stockade.config import OperatorConfig
 from stockade.kube import Credentials, KubeClient
-from stockade.model import GROUP, PLURAL, VERSION
+from stockade.model import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from stockade.reconciler import TenantReconciler
 from stockade.status import Check
+from stockade.syncer.engine import SyncerPool
 from stockade.syncer.runner import WORKLOAD_SYNC_READY, run_tenant_syncer
-from stockade.syncer.syncer import SyncerPool
 
 RESYNC_SECONDS = float(os.environ.get("STOCKADE_RESYNC_SECONDS", "30"))
 _state: dict[str, Any] = {}
@@ -117,7 +117,7 @@ async def sync_workloads(body: kopf.Body, name: str, **_: Any) -> None:
         check = Check(WORKLOAD_SYNC_READY, ok, "Syncing" if ok else "TenantAPIUnreachable", message)
         await reconciler().set_condition(name, check, events)
 
-    tenant = await reconciler().kube.get("stockade.dev/v1alpha1", "Tenant", name)
+    tenant = await reconciler().kube.get(API_VERSION, KIND, name)
     try:
         config = reconciler().config
         await run_tenant_syncer(

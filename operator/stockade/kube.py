@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 import yaml
 
+from stockade import model
 from stockade.naming import FIELD_MANAGER
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
@@ -76,7 +77,7 @@ _KINDS = [
     ),
     Kind("scheduling.k8s.io/v1", "PriorityClass", "priorityclasses", namespaced=False),
     Kind("node.k8s.io/v1", "RuntimeClass", "runtimeclasses", namespaced=False),
-    Kind("stockade.dev/v1alpha1", "Tenant", "tenants", namespaced=False),
+    Kind(model.API_VERSION, model.KIND, model.PLURAL, namespaced=False),
     Kind("authorization.k8s.io/v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews", namespaced=False),
 ]
 KINDS: Mapping[tuple[str, str], Kind] = {(k.api_version, k.kind): k for k in _KINDS}

@@ -383,6 +383,10 @@ class TenantSpec(Model):
 
 # -- status -------------------------------------------------------------------------------------
 
+    def runtime_classes(self, default: str) -> tuple[str, str]:
+        """(control plane, workloads): each part's sandbox RuntimeClass, else the operator's `default`."""
+        return self.control_plane.runtime_class_name or default, self.workloads.runtime_class_name or default
+
 
 class Phase(StrEnum):
     PENDING = "Pending"

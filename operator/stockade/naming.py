@@ -27,6 +27,24 @@ OPERATOR_NAMESPACE = "stockade-system"
 ROLE_CONTROL_PLANE = "control-plane"
 ROLE_WORKLOADS = "workloads"
 
+# -- what the syncer writes on objects --
+# Annotations on super objects naming the tenant object they mirror.
+ANNOTATION_NAMESPACE = "stockade.dev/tenant-namespace"
+ANNOTATION_NAME = "stockade.dev/tenant-name"
+ANNOTATION_UID = "stockade.dev/tenant-uid"
+# On a tenant Service: the ClusterIP of its super-cluster counterpart.
+ANNOTATION_SUPER_CLUSTER_IP = "stockade.dev/super-cluster-ip"
+# Labels on super objects: ownership, and the tenant namespace (Service selectors use it).
+LABEL_SYNCED = "stockade.dev/synced"
+LABEL_NAMESPACE = "stockade.dev/tenant-namespace"
+# Tenant labels and annotations are never copied verbatim (a super-cluster component may act on
+# any key: runtime annotations, workload-identity markers, volume-binding annotations, cloud load
+# balancer annotations). Each is carried under a key of Stockade's own, which nothing else reads:
+# selectors and downward-API references are translated to the same keys. Verbatim allowlist: none.
+CARRIED_LABEL_PREFIX = "label.stockade.dev/"
+CARRIED_ANNOTATION_PREFIX = "annotation.stockade.dev/"
+TOKEN_EXPIRES_ANNOTATION = "stockade.dev/token-expires"
+
 MAX_NAME = 63
 HASH_LENGTH = 10
 

@@ -24,6 +24,8 @@ from stockade.config import OperatorConfig
 from stockade.kube import ApiError, Credentials, KubeClient
 from stockade.logs import about
 from stockade.model import (
+    API_VERSION,
+    KIND,
     Endpoint,
     Phase,
     RotationStatus,
@@ -87,7 +89,7 @@ class TenantReconciler:
         """One pass for the Tenant `name`, on its current state read fresh from the API server:
         a timer or a queued handler never acts on a stale copy. None if it no longer exists."""
         async with self.lock(name):
-            body = await self.kube.get_or_none("stockade.dev/v1alpha1", "Tenant", name)
+            body = await self.kube.get_or_none(API_VERSION, KIND, name)
             if body is None:
                 return None
             return await self._reconcile(body, events)
@@ -235,16 +237,21 @@ class TenantReconciler:
             rotate_ca=rotate_ca,
             rotate_leaves=rotate_leaves,
         )
+        if want_ca or want_leaves:
+            observed.rotation = RotationStatus(ca=want_ca, certificates=want_leaves)
         if plan.changed:
             for secret in render.pki_secrets(inp, plan.bundle):
                 await self.kube.apply(secret)
             summary = ", ".join(f"{n} ({why})" for n, why in sorted(plan.reissued.items()))
             log.info("tenant %s: issued %s", name, summary, extra=about(name, "Secret", namespace))
             observed.warnings.append(("CertificatesIssued", f"issued: {summary}"))
+            if rotate_ca or rotate_leaves:
+                # Recorded at once, not with the pass's final status: a pass that fails later
+                # (or is retried) must not rotate a second time.
+                patch = {"status": {"rotation": observed.rotation.wire() if observed.rotation else None}}
+                await self.kube.patch_merge(API_VERSION, KIND, name, patch, subresource="status")
         for secret in render.kubeconfig_secrets(inp, plan.bundle, external):
             await self.kube.apply(secret)
-        if want_ca or want_leaves:
-            observed.rotation = RotationStatus(ca=want_ca, certificates=want_leaves)
         expiry = plan.bundle.earliest_expiry()
         return plan.bundle, st.Check(
             st.CERTIFICATES_READY,
@@ -302,9 +309,8 @@ class TenantReconciler:
     # -- observations ----------------------------------------------------------------------------
 
     async def _isolation_check(self, inp: render.TenantInput) -> st.Check:
-        runtime_class = inp.spec.workloads.runtime_class_name or self.config.runtime_class
-        cp_runtime_class = inp.spec.control_plane.runtime_class_name or self.config.runtime_class
-        for wanted in dict.fromkeys((runtime_class, cp_runtime_class)):
+        _, runtime_class = runtime_classes = inp.spec.runtime_classes(self.config.runtime_class)
+        for wanted in dict.fromkeys(runtime_classes):
             if await self.kube.get_or_none("node.k8s.io/v1", "RuntimeClass", wanted) is None:
                 return st.Check(
                     st.ISOLATION_READY,
@@ -455,13 +461,13 @@ class TenantReconciler:
             await events(kind, condition.reason, f"{condition.type}={condition.status}: {condition.message}")
         patch = {"status": {k: new_wire.get(k) for k in set(old_wire) | set(new_wire)}}
         await self.kube.patch_merge(
-            "stockade.dev/v1alpha1", "Tenant", body["metadata"]["name"], patch, subresource="status"
+            API_VERSION, KIND, body["metadata"]["name"], patch, subresource="status"
         )
 
     async def set_condition(self, name: str, check: st.Check, events: EventSink) -> None:
         """Set one condition owned by someone else than the pass (e.g. the syncer's health)."""
         async with self.lock(name):
-            body = await self.kube.get_or_none("stockade.dev/v1alpha1", "Tenant", name)
+            body = await self.kube.get_or_none(API_VERSION, KIND, name)
             if body is None or body["metadata"].get("deletionTimestamp"):
                 return
             previous = TenantStatus.model_validate(body.get("status") or {})

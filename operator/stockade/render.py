@@ -112,11 +112,11 @@ class _Context:
 
     @property
     def control_plane_runtime_class(self) -> str:
-        return self.spec.control_plane.runtime_class_name or self.config.runtime_class
+        return self.spec.runtime_classes(self.config.runtime_class)[0]
 
     @property
     def workloads_runtime_class(self) -> str:
-        return self.spec.workloads.runtime_class_name or self.config.runtime_class
+        return self.spec.runtime_classes(self.config.runtime_class)[1]
 
     @property
     def running_replicas(self) -> int:

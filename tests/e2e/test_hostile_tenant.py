@@ -25,6 +25,7 @@ import pytest
 
 from stockade import naming
 from stockade.syncer import translate as tr
+from stockade.syncer.kinds import base, pod_spec
 from stockade_dev.localcluster import registry
 from stockade_dev.localcluster.cluster import LICENSED_IMAGE, WORKLOAD_IMAGE
 from stockade_dev.localcluster.node import DNS_SERVICE_IP, NODE_NAME
@@ -78,7 +79,7 @@ def super_object(super_kubectl: Kubectl, tenant: Tenant, kind: str, name: str) -
 
 def rejection(kubectl: Kubectl, name: str) -> str | None:
     conditions = kubectl.json("get", "pod", name, "-n", APP_NAMESPACE)["status"].get("conditions") or []
-    return next((c["message"] for c in conditions if c.get("reason") == tr.REJECTED_REASON), None)
+    return next((c["message"] for c in conditions if c.get("reason") == base.REJECTED_REASON), None)
 
 
 def tenant_events(kubectl: Kubectl, name: str) -> list[dict[str, Any]]:
@@ -436,17 +437,17 @@ def test_super_refusals_are_told_once_backed_off_and_leave_nothing(
     attempts = stockade.process.log_path.read_text().count(f"key={APP_NAMESPACE}/huge")
     # Backoff 0.5 s, 1 s, 2 s … : a handful in these 20 s, where a fixed 0.5 s retry makes ~40.
     assert 1 <= attempts <= 10, (attempts, time.monotonic() - started)
-    told = [e for e in tenant_events(mallory.kubectl, "huge") if e["reason"] == tr.REJECTED_REASON]
+    told = [e for e in tenant_events(mallory.kubectl, "huge") if e["reason"] == base.REJECTED_REASON]
     assert len(told) == 1 and told[0].get("count", 1) == 1, told
     # No token Secret was made for a pod that never existed (tokens are owned from birth) ...
-    token = tr.token_secret_name({"metadata": {"namespace": APP_NAMESPACE, "name": "huge"}})
+    token = pod_spec.token_secret_name({"metadata": {"namespace": APP_NAMESPACE, "name": "huge"}})
     secrets = {
         s["metadata"]["name"]: s
         for s in super_kubectl.json("get", "secrets", "-n", mallory.workloads_namespace)["items"]
     }
     assert token not in secrets
     # ... while a pod that ran has one, owned by its super pod (positive control).
-    meta_token = secrets[tr.token_secret_name({"metadata": {"namespace": APP_NAMESPACE, "name": "meta"}})]
+    meta_token = secrets[pod_spec.token_secret_name({"metadata": {"namespace": APP_NAMESPACE, "name": "meta"}})]
     assert [o["kind"] for o in meta_token["metadata"]["ownerReferences"]] == ["Pod"]
     # Services the super cluster would refuse: told once, never looped; ExternalName is not synced.
     services = [

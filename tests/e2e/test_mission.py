@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from stockade.syncer import translate as tr
-from stockade.syncer.translate import REJECTED_REASON
+from stockade.syncer.kinds.base import REJECTED_REASON
 from stockade_dev.testbed.binaries import pinned_versions
 from stockade_dev.testbed.kubectl import Kubectl, KubectlError
 from tests.e2e.conftest import Decoy, Operator, Tenant, create_tenant
@@ -33,7 +33,7 @@ from tests.e2e.workloads import (
 )
 from tests.helpers import eventually
 
-# Tenant labels reach super pods under Stockade's own keys (see translate.carried_label).
+# Tenant labels reach super pods under Stockade's own keys (see tr.carried_label).
 SUPER_WEB = f"{tr.carried_label('app')}=web"
 VERSIONS = pinned_versions()
 CURRENT, PREVIOUS = VERSIONS["KUBERNETES_VERSION"], VERSIONS["PREVIOUS_KUBERNETES_VERSION"]

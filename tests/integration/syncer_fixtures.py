@@ -18,9 +18,9 @@ from stockade import naming, render, tenant_rbac
 from stockade.config import OperatorConfig
 from stockade.kube import Credentials, KubeClient
 from stockade.model import TenantSpec
+from stockade.syncer.context import TenantContext
+from stockade.syncer.engine import SyncerPool, TenantSyncer
 from stockade.syncer.runner import tenant_context
-from stockade.syncer.syncer import SyncerPool, TenantSyncer
-from stockade.syncer.translate import TenantContext
 from stockade_dev.testbed import LocalControlPlane
 
 

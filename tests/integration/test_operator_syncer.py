@@ -22,8 +22,8 @@ from stockade.kube import Credentials, KubeClient
 from stockade.model import TenantSpec
 from stockade.reconciler import TenantReconciler
 from stockade.status import Check
+from stockade.syncer.engine import SyncerPool
 from stockade.syncer.runner import WORKLOAD_SYNC_READY, run_tenant_syncer
-from stockade.syncer.syncer import SyncerPool
 from stockade.syncer.translate import super_name
 from stockade_dev.testbed import LocalControlPlane
 from tests.helpers import eventually

@@ -15,6 +15,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 from prometheus_client import REGISTRY
 
+from stockade import naming
 from stockade.kube import Credentials
 from stockade.syncer import translate as tr
 from stockade_dev.testbed import LocalControlPlane, find_binary
@@ -149,13 +150,13 @@ def test_deployment_pods_run_sandboxed_without_super_credentials(
             pod.metadata.labels[tr.carried_label("app")] == "web"
             and pod.metadata.labels["stockade.dev/tenant"] == "sync-a"
         )
-        assert pod.metadata.annotations[tr.ANNOTATION_NAMESPACE] == "web"
+        assert pod.metadata.annotations[naming.ANNOTATION_NAMESPACE] == "web"
         container = spec.containers[0]
         assert container.resources.limits == {"cpu": "1", "memory": "512Mi"}
         env = {e.name: e for e in container.env}
         assert env["KUBERNETES_SERVICE_HOST"].value == "127.0.0.1"
         # The downward API's metadata.name is the tenant pod's name, fixed for the pod's life.
-        assert env["POD"].value == pod.metadata.annotations[tr.ANNOTATION_NAME]
+        assert env["POD"].value == pod.metadata.annotations[naming.ANNOTATION_NAME]
         # No projected super-cluster token anywhere; the token volume is a Secret holding the tenant's token.
         for volume in spec.volumes:
             assert volume.projected is None
@@ -309,13 +310,13 @@ def test_services_configmaps_and_endpoints(tenant_a: TenantUnderTest, super_clie
     web = eventually(lambda: super_core.read_namespaced_service(tr.super_name("svc", "web"), ns), 30)
     assert web.spec.selector == {
         tr.carried_label("app"): "web",
-        tr.LABEL_NAMESPACE: "svc",
+        naming.LABEL_NAMESPACE: "svc",
         "stockade.dev/tenant": "sync-a",
     }
 
     def published_ip() -> Any:
         annotations = core.read_namespaced_service("web", "svc").metadata.annotations or {}
-        return annotations.get(tr.ANNOTATION_SUPER_CLUSTER_IP)
+        return annotations.get(naming.ANNOTATION_SUPER_CLUSTER_IP)
 
     assert eventually(published_ip, 30, what="super ClusterIP published") == web.spec.cluster_ip
     # ConfigMaps are synced whether or not a pod uses them; an update follows.
@@ -349,7 +350,7 @@ def test_two_tenants_never_collide(
     a = wait_super_pod(super_client, tenant_a, "same", "twin", 60)
     b = wait_super_pod(super_client, tenant_b, "same", "twin", 60)
     assert a.metadata.namespace != b.metadata.namespace
-    assert a.metadata.annotations[tr.ANNOTATION_UID] != b.metadata.annotations[tr.ANNOTATION_UID]
+    assert a.metadata.annotations[naming.ANNOTATION_UID] != b.metadata.annotations[naming.ANNOTATION_UID]
     # Each tenant's syncer identity cannot even authenticate to the other's API server.
     crossed = client.Configuration()
     crossed.host = tenant_b.plane.server
@@ -370,7 +371,7 @@ def test_names_over_63_characters(tenant_a: TenantUnderTest, super_client: clien
     make_pod(tenant_a, namespace, name)
     shadow = wait_super_pod(super_client, tenant_a, namespace, name, 60)
     assert len(shadow.metadata.name) <= 63
-    assert shadow.metadata.annotations[tr.ANNOTATION_NAME] == name
+    assert shadow.metadata.annotations[naming.ANNOTATION_NAME] == name
 
 
 def test_watch_recovers_from_compaction_and_apiserver_restart(

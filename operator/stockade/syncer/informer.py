@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -20,9 +20,9 @@ import aiohttp
 from stockade.kube import ApiError, KubeClient
 from stockade.logs import about
 from stockade.syncer import metrics
+from stockade.syncer.translate import Key, key_of
 
 log = logging.getLogger("stockade.syncer.informer")
-Key = tuple[str, str]  # (namespace, name)
 MAX_BACKOFF = 30.0
 
 
@@ -34,11 +34,6 @@ def slim(obj: dict[str, Any]) -> dict[str, Any]:
     """Drop what the syncer never reads (managedFields are often half an object's size)."""
     obj.get("metadata", {}).pop("managedFields", None)
     return obj
-
-
-def key_of(obj: Mapping[str, Any]) -> Key:
-    meta = obj["metadata"]
-    return meta.get("namespace", ""), meta["name"]
 
 
 class Informer:

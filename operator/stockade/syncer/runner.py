@@ -14,8 +14,8 @@ from stockade import certificates as certs
 from stockade import naming
 from stockade.kube import Credentials, KubeClient
 from stockade.model import TenantSpec
-from stockade.syncer.syncer import SyncerPool, TenantSyncer
-from stockade.syncer.translate import NetGate, TenantContext, parse_bytes
+from stockade.syncer.context import NetGate, TenantContext, parse_bytes
+from stockade.syncer.engine import SyncerPool, TenantSyncer
 
 WORKLOAD_SYNC_READY = "WorkloadSyncReady"
 
@@ -32,7 +32,7 @@ def tenant_context(
     workloads = spec.workloads
     return TenantContext(
         tenant=name,
-        runtime_class=workloads.runtime_class_name or runtime_class,
+        runtime_class=spec.runtime_classes(runtime_class)[1],
         pod_security=workloads.pod_security.value,
         apiserver_host=apiserver_host,
         apiserver_port=apiserver_port,

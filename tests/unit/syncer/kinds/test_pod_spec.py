@@ -1,16 +1,26 @@
+"""A tenant pod as the super cluster runs it: refusals, translation, status."""
+
 from __future__ import annotations
 
 from typing import Any
 
 import pytest
 
+from stockade import naming
+from stockade.syncer import context
 from stockade.syncer import translate as tr
-from stockade.syncer.queue import FairQueue
+from stockade.syncer.kinds import pod_spec
 
-CTX = tr.TenantContext(
+CTX = context.TenantContext(
     tenant="t", runtime_class="kata", pod_security="baseline", apiserver_host="10.96.0.10", apiserver_port=6443,
     default_requests={"cpu": "100m", "memory": "128Mi"}, default_limits={"cpu": "1", "memory": "512Mi"},
     virtual_node="stockade-t",
+)  # fmt: skip
+
+GATE = context.NetGate("netgate:1", deny=("10.0.0.1:443",), allow=("10.96.0.10:6443",))
+SEALED = context.TenantContext(
+    **{**CTX.__dict__, "netgate": GATE, "node_selector": {"pool": "tenants"},
+       "tolerations": ({"key": "tenants", "operator": "Exists", "effect": "NoSchedule"},)}
 )  # fmt: skip
 
 
@@ -20,14 +30,6 @@ def pod(spec: dict[str, Any] | None = None, **meta: Any) -> dict[str, Any]:
         "metadata": {"name": "p", "namespace": "ns", "uid": "u1", **meta},
         "spec": spec or {"containers": [{"name": "c", "image": "i"}]},
     }  # fmt: skip
-
-
-def test_super_names_are_short_unique_and_stable() -> None:
-    assert tr.super_name("ns", "p") == tr.super_name("ns", "p")
-    assert tr.super_name("a-x", "b") != tr.super_name("a", "x-b")
-    long = tr.super_name("n" * 63, "p" * 253)
-    assert len(long) <= 63 and long[0].isalpha()
-    assert tr.super_name("ns", "9lives")[0].isalpha()
 
 
 def test_pod_translation_forces_the_sandbox_and_hides_the_super_cluster() -> None:
@@ -45,13 +47,13 @@ def test_pod_translation_forces_the_sandbox_and_hides_the_super_cluster() -> Non
             {"name": "data", "persistentVolumeClaim": {"claimName": "claim"}},
         ],
     }  # fmt: skip
-    out = tr.translate_pod(pod(spec, labels={"app": "a", "stockade.dev/tenant": "spoofed"}), CTX, "tok")
+    out = pod_spec.translate_pod(pod(spec, labels={"app": "a", "stockade.dev/tenant": "spoofed"}), CTX, "tok")
     s = out["spec"]
     assert out["metadata"]["namespace"] == "stockade-t-workloads"
     # Tenant keys are carried under Stockade's own; a spoofed Stockade label cannot overwrite the real one.
     assert out["metadata"]["labels"] == {
         tr.carried_label("app"): "a", tr.carried_label("stockade.dev/tenant"): "spoofed",
-        "stockade.dev/tenant": "t", tr.LABEL_SYNCED: "true", tr.LABEL_NAMESPACE: "ns",
+        "stockade.dev/tenant": "t", naming.LABEL_SYNCED: "true", naming.LABEL_NAMESPACE: "ns",
     }  # fmt: skip
     assert "nodeName" not in s and "overhead" not in s and "priorityClassName" not in s
     assert s["runtimeClassName"] == "kata" and s["automountServiceAccountToken"] is False
@@ -91,16 +93,16 @@ def test_pod_translation_forces_the_sandbox_and_hides_the_super_cluster() -> Non
 )  # fmt: skip
 def test_refusals_name_the_field(spec: dict[str, Any], field: str) -> None:
     body = pod({"containers": [{"name": "c", "image": "i"}], **spec})
-    assert field in (tr.pod_refusal(body, CTX) or "")
+    assert field in (pod_spec.pod_refusal(body, CTX) or "")
 
 
 def test_baseline_allows_what_restricted_refuses() -> None:
     plain = pod()
-    assert tr.pod_refusal(plain, CTX) is None
-    restricted = tr.TenantContext(**{**CTX.__dict__, "pod_security": "restricted"})
-    assert "allowPrivilegeEscalation" in (tr.pod_refusal(plain, restricted) or "")
+    assert pod_spec.pod_refusal(plain, CTX) is None
+    restricted = context.TenantContext(**{**CTX.__dict__, "pod_security": "restricted"})
+    assert "allowPrivilegeEscalation" in (pod_spec.pod_refusal(plain, restricted) or "")
     assert (
-        tr.pod_refusal(
+        pod_spec.pod_refusal(
             pod(
                 spec={"containers": [{"name": "c", "securityContext": {"capabilities": {"add": ["NET_BIND_SERVICE"]}}}]}
             ),
@@ -110,75 +112,11 @@ def test_baseline_allows_what_restricted_refuses() -> None:
     )
 
 
-def test_service_and_endpoint_refusals() -> None:
-    assert "CVE-2020-8554" in (tr.service_refusal({"spec": {"externalIPs": ["1.1.1.1"]}}) or "")
-    assert "NodePort" in (tr.service_refusal({"spec": {"type": "NodePort"}}) or "")
-    endpoints = {"subsets": [{"addresses": [{"ip": "10.0.0.5"}]}]}
-    assert tr.endpoints_refusal(endpoints, {"10.0.0.5"}) is None
-    assert "10.0.0.5" in (tr.endpoints_refusal(endpoints, set()) or "")
-
-
 def test_status_up_hides_the_node_address() -> None:
-    status = tr.tenant_pod_status({"status": {"phase": "Running", "hostIP": "172.18.0.2", "qosClass": "Guaranteed"}},
-                                  CTX)  # fmt: skip
+    super_pod = {"status": {"phase": "Running", "hostIP": "172.18.0.2", "qosClass": "Guaranteed"}}
+    status = pod_spec.tenant_pod_status(super_pod, CTX)
     ip = CTX.virtual_node_ip
     assert status == {"phase": "Running", "hostIP": ip, "hostIPs": [{"ip": ip}]}
-
-
-async def test_fair_queue_serves_tenants_round_robin() -> None:
-    queue = FairQueue()
-    for i in range(100):
-        await queue.put("greedy", i)
-    await queue.put("small", "only")
-    await queue.put("greedy", 5)  # already waiting: not queued twice
-    first_two = [await queue.get(), await queue.get()]
-    assert ("small", "only") in first_two
-    assert queue.depth("greedy") == 99
-
-
-# -- the joints (issue: seal the joints) ---------------------------------------------------------
-
-GATE = tr.NetGate("netgate:1", deny=("10.0.0.1:443",), allow=("10.96.0.10:6443",))
-SEALED = tr.TenantContext(
-    **{**CTX.__dict__, "netgate": GATE, "node_selector": {"pool": "tenants"},
-       "tolerations": ({"key": "tenants", "operator": "Exists", "effect": "NoSchedule"},)}
-)  # fmt: skip
-
-
-def test_tenant_metadata_never_reaches_the_super_cluster_verbatim() -> None:
-    hostile = {
-        "io.katacontainers.config.hypervisor.kernel_params": "init=/bin/sh",
-        "azure.workload.identity/use": "true",
-        "pv.kubernetes.io/bind-completed": "yes",
-        "iam.gke.io/gcp-service-account": "admin@project",
-        "kubectl.kubernetes.io/last-applied-configuration": "{}",
-    }
-    out = tr.translate_pod(pod(labels={"azure.workload.identity/use": "true"}, annotations=hostile), CTX, None)
-    meta = out["metadata"]
-    assert not set(hostile) & set(meta["annotations"]) and "azure.workload.identity/use" not in meta["labels"]
-    # Positive control: each is still carried, inert, under Stockade's own key (downward API reads it).
-    assert meta["annotations"][tr.carried_annotation("azure.workload.identity/use")] == "true"
-    assert tr.carried_annotation("kubectl.kubernetes.io/last-applied-configuration") not in meta["annotations"]
-    assert all(k.startswith("stockade.dev/") or k.startswith(tr.CARRIED_ANNOTATION_PREFIX) for k in meta["annotations"])
-    claim = {"metadata": {"name": "c", "namespace": "ns", "uid": "u", "annotations": hostile}, "spec": {}}
-    assert "pv.kubernetes.io/bind-completed" not in tr.translate_pvc(claim, CTX)["metadata"]["annotations"]
-
-
-def test_carried_keys_are_valid_and_distinct() -> None:
-    keys = ["app", "a.io/x", "b.io/x", "x" * 63, "example.com/" + "y" * 63, "weird.io/-_."]
-    carried = {tr.carried_label(k) for k in keys}
-    assert len(carried) == len(keys)
-    for key in carried:
-        prefix, name = key.split("/")
-        assert prefix == "label.stockade.dev" and 1 <= len(name) <= 63 and name[0].isalnum() and name[-1].isalnum()
-
-
-def test_service_selectors_follow_the_carried_labels() -> None:
-    service = {"metadata": {"name": "web", "namespace": "ns", "uid": "u"},
-               "spec": {"type": "ClusterIP", "selector": {"app": "web"}, "ports": [{"port": 80}]}}  # fmt: skip
-    selector = tr.translate_service(service, CTX)["spec"]["selector"]
-    pod_labels = tr.translate_pod(pod(labels={"app": "web"}), CTX, None)["metadata"]["labels"]
-    assert selector.items() <= pod_labels.items() and "app" not in selector
 
 
 @pytest.mark.parametrize("volume", [{"nfs": {"server": "10.9.9.9", "path": "/"}}, {"iscsi": {}}, {"csi": {}},
@@ -186,9 +124,9 @@ def test_service_selectors_follow_the_carried_labels() -> None:
 def test_volume_types_by_allowlist_at_every_level(volume: dict[str, Any]) -> None:
     kind = next(iter(volume))
     body = pod({"containers": [{"name": "c", "image": "i"}], "volumes": [{"name": "v", **volume}]})
-    assert f"spec.volumes[0].{kind}: volume type not allowed" in (tr.pod_refusal(body, CTX) or "")
-    extended = tr.TenantContext(**{**CTX.__dict__, "volume_types": CTX.volume_types | {kind}})
-    assert tr.pod_refusal(body, extended) is None  # the superuser may allow it for one Tenant
+    assert f"spec.volumes[0].{kind}: volume type not allowed" in (pod_spec.pod_refusal(body, CTX) or "")
+    extended = context.TenantContext(**{**CTX.__dict__, "volume_types": CTX.volume_types | {kind}})
+    assert pod_spec.pod_refusal(body, extended) is None  # the superuser may allow it for one Tenant
 
 
 @pytest.mark.parametrize(
@@ -206,9 +144,9 @@ def test_volume_types_by_allowlist_at_every_level(volume: dict[str, Any]) -> Non
 )  # fmt: skip
 def test_node_side_handlers_and_confinement_opt_outs_are_refused(container: dict[str, Any], field: str) -> None:
     body = pod({"containers": [{"name": "c", "image": "i", **container}]})
-    assert f"spec.containers[0].{field}" in (tr.pod_refusal(body, CTX) or "")
+    assert f"spec.containers[0].{field}" in (pod_spec.pod_refusal(body, CTX) or "")
     control = pod({"containers": [{"name": "c", "image": "i", "livenessProbe": {"httpGet": {"port": 80}}}]})
-    assert tr.pod_refusal(control, CTX) is None
+    assert pod_spec.pod_refusal(control, CTX) is None
 
 
 def test_placement_is_the_tenants_never_the_pods() -> None:
@@ -218,22 +156,24 @@ def test_placement_is_the_tenants_never_the_pods() -> None:
         "affinity": {"nodeAffinity": {}}, "topologySpreadConstraints": [{"maxSkew": 1}],
         "schedulingGates": [{"name": "x"}],
     }  # fmt: skip
-    s = tr.translate_pod(pod(spec), SEALED, None)["spec"]
+    s = pod_spec.translate_pod(pod(spec), SEALED, None)["spec"]
     assert s["tolerations"] == [{"key": "tenants", "operator": "Exists", "effect": "NoSchedule"}]
     assert s["nodeSelector"] == {"pool": "tenants"}
     assert not {"nodeName", "affinity", "topologySpreadConstraints", "schedulingGates"} & set(s)
-    assert not {"tolerations", "nodeSelector"} & set(tr.translate_pod(pod(spec), CTX, None)["spec"])
-    assert "spec.resourceClaims" in (tr.pod_refusal(pod({**spec, "resourceClaims": [{"name": "gpu"}]}), CTX) or "")
+    assert not {"tolerations", "nodeSelector"} & set(pod_spec.translate_pod(pod(spec), CTX, None)["spec"])
+    assert "spec.resourceClaims" in (
+        pod_spec.pod_refusal(pod({**spec, "resourceClaims": [{"name": "gpu"}]}), CTX) or ""
+    )
 
 
 def test_tenant_pods_never_get_the_super_clusters_dns() -> None:
-    s = tr.translate_pod(pod(), CTX, None)["spec"]
+    s = pod_spec.translate_pod(pod(), CTX, None)["spec"]
     assert s["dnsPolicy"] == "None"
     assert s["dnsConfig"]["searches"] == ["ns.svc.cluster.local", "svc.cluster.local", "cluster.local"]
-    assert s["dnsConfig"]["nameservers"] == [tr.NO_NAMESERVER]
+    assert s["dnsConfig"]["nameservers"] == [pod_spec.NO_NAMESERVER]
     assert {"name": "ndots", "value": "5"} in s["dnsConfig"]["options"]
     own = {"nameservers": ["192.0.2.53"], "searches": ["corp"]}
-    custom = tr.translate_pod(pod({"containers": [], "dnsPolicy": "None", "dnsConfig": own}), CTX, None)["spec"]
+    custom = pod_spec.translate_pod(pod({"containers": [], "dnsPolicy": "None", "dnsConfig": own}), CTX, None)["spec"]
     assert custom["dnsPolicy"] == "None" and custom["dnsConfig"] == own
 
 
@@ -245,7 +185,7 @@ def test_downward_api_shows_the_tenants_view() -> None:
         {"path": "team", "fieldRef": {"fieldPath": "metadata.labels['team']"}},
         {"path": "note", "fieldRef": {"fieldPath": "metadata.annotations['note']"}},
     ]}}  # fmt: skip
-    out = tr.translate_pod(
+    out = pod_spec.translate_pod(
         pod({"containers": [{"name": "c", "image": "i", "env": env}], "volumes": [volume]}), CTX, None
     )
     values = {e["name"]: e.get("value") for e in out["spec"]["containers"][0]["env"]}
@@ -260,57 +200,30 @@ def test_downward_api_shows_the_tenants_view() -> None:
 
 def test_the_network_gate_runs_first_and_is_hidden_from_the_tenant() -> None:
     spec = {"containers": [{"name": "c", "image": "i"}], "initContainers": [{"name": "own", "image": "i"}]}
-    s = tr.translate_pod(pod(spec), SEALED, None)["spec"]
-    assert [c["name"] for c in s["initContainers"]] == [tr.NETGATE_CONTAINER, "own"]
+    s = pod_spec.translate_pod(pod(spec), SEALED, None)["spec"]
+    assert [c["name"] for c in s["initContainers"]] == [context.NETGATE_CONTAINER, "own"]
     gate = s["initContainers"][0]
     assert gate["args"] == ["--deny=10.0.0.1:443", "--allow=10.96.0.10:6443", "--seconds=120"]
     assert gate["securityContext"]["runAsNonRoot"] and gate["securityContext"]["capabilities"] == {"drop": ["ALL"]}
-    assert tr._restricted_refusal({"containers": [gate]}) is None  # the gate itself meets Pod Security restricted
-    no_own_init = tr.translate_pod(pod(), SEALED, None)["spec"]
-    assert [c["name"] for c in no_own_init["initContainers"]] == [tr.NETGATE_CONTAINER]
-    status = tr.tenant_pod_status(
-        {"status": {"initContainerStatuses": [{"name": tr.NETGATE_CONTAINER}, {"name": "own"}]}}, SEALED
+    assert pod_spec._restricted_refusal({"containers": [gate]}) is None  # the gate itself meets Pod Security restricted
+    no_own_init = pod_spec.translate_pod(pod(), SEALED, None)["spec"]
+    assert [c["name"] for c in no_own_init["initContainers"]] == [context.NETGATE_CONTAINER]
+    status = pod_spec.tenant_pod_status(
+        {"status": {"initContainerStatuses": [{"name": context.NETGATE_CONTAINER}, {"name": "own"}]}}, SEALED
     )
     assert status["initContainerStatuses"] == [{"name": "own"}]
-
-
-def test_super_messages_are_scrubbed_for_the_tenant() -> None:
-    web = tr.super_name("shop", "web")
-    text = (
-        f"Successfully assigned stockade-t-workloads/{web} to node-7 at 172.18.0.2; "
-        f'MountVolume.SetUp failed for volume "x" : open /var/lib/kubelet/pods/123/volumes/x: no such file; '
-        "ValidatingAdmissionPolicy 'stockade-sandboxed-pods' with binding 'b' denied request: hostPort forbidden; "
-        f"other {tr.super_name('other', 'secret')}"
-    )
-    hidden = {"stockade-t-workloads": "shop", "node-7": "stockade-t", "172.18.0.2": "192.0.2.10"}
-    out = tr.scrub(text, lambda name: "web" if name == web else None, hidden)
-    assert "shop/web to stockade-t at 192.0.2.10" in out and "hostPort forbidden" in out
-    for leak in ("stockade-t-workloads", "node-7", "172.18.0.2", "/var/lib/kubelet", "stockade-sandboxed-pods", web):
-        assert leak not in out
-    assert "<super-object>" in out and "<node-path>" in out
 
 
 def test_tenant_containers_always_pull_with_their_own_credentials() -> None:
     spec = {"containers": [{"name": "c", "image": "i", "imagePullPolicy": "Never"}],
             "initContainers": [{"name": "i", "image": "i", "imagePullPolicy": "IfNotPresent"}]}  # fmt: skip
-    s = tr.translate_pod(pod(spec), SEALED, None)["spec"]
+    s = pod_spec.translate_pod(pod(spec), SEALED, None)["spec"]
     assert [c["imagePullPolicy"] for c in s["containers"]] == ["Always"]
     assert [c["imagePullPolicy"] for c in s["initContainers"]] == ["IfNotPresent", "Always"]  # the gate is ours
 
 
 def test_token_secret_is_owned_by_its_pod_from_birth() -> None:
     owner = {"metadata": {"name": "sp", "uid": "su"}}
-    secret = tr.token_secret(pod(), CTX, "jwt", b"ca", "2030-01-01T00:00:00Z", owner)
+    secret = pod_spec.token_secret(pod(), CTX, "jwt", b"ca", "2030-01-01T00:00:00Z", owner)
     assert secret["metadata"]["ownerReferences"] == [{"apiVersion": "v1", "kind": "Pod", "name": "sp", "uid": "su"}]
-    assert secret["metadata"]["name"] == tr.token_secret_name(pod())
-
-
-def test_service_types_that_open_node_ports_are_refused() -> None:
-    for kind in ("NodePort", "LoadBalancer"):
-        assert f"spec.type: {kind}" in (tr.service_refusal({"spec": {"type": kind}}) or "")
-    assert tr.service_refusal({"spec": {"type": "ClusterIP"}}) is None
-
-
-def test_config_bytes_and_quantities() -> None:
-    assert tr.parse_bytes("16Mi") == 16 * 2**20 and tr.parse_bytes("1k") == 1000 and tr.parse_bytes("5") == 5
-    assert tr.config_bytes({"data": {"a": "xyz"}, "binaryData": {"b": "QUJD"}}) == 1 + 3 + 1 + 4
+    assert secret["metadata"]["name"] == pod_spec.token_secret_name(pod())

@@ -9,15 +9,17 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from stockade.syncer import translate as tr
+from stockade import naming
+from stockade.syncer import context
+from stockade.syncer.kinds import pod_spec, services, volumes
 
-CTX = tr.TenantContext(
+CTX = context.TenantContext(
     tenant="t", runtime_class="kata", pod_security="baseline", apiserver_host="10.96.0.10", apiserver_port=6443,
     default_requests={"cpu": "100m"}, default_limits={"cpu": "1"}, virtual_node="stockade-t",
     node_selector={"pool": "tenants"}, tolerations=({"key": "tenants", "operator": "Exists"},),
-    netgate=tr.NetGate("gate:1", deny=("10.0.0.1:443",), allow=("10.96.0.10:6443",)),
+    netgate=context.NetGate("gate:1", deny=("10.0.0.1:443",), allow=("10.96.0.10:6443",)),
 )  # fmt: skip
-OWN_KEYS = ("stockade.dev/", tr.CARRIED_LABEL_PREFIX, tr.CARRIED_ANNOTATION_PREFIX)
+OWN_KEYS = ("stockade.dev/", naming.CARRIED_LABEL_PREFIX, naming.CARRIED_ANNOTATION_PREFIX)
 
 names = st.from_regex(r"[a-z][a-z0-9-]{0,20}[a-z0-9]", fullmatch=True)
 prefixes = st.sampled_from(["", "kubernetes.io/", "io.katacontainers.config.", "azure.workload.identity/",
@@ -106,9 +108,9 @@ def _only_own_keys(meta: dict[str, Any]) -> None:
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(pods)
 def test_a_pod_the_syncer_would_create_is_always_sealed(tenant_pod: dict[str, Any]) -> None:
-    if tr.pod_refusal(tenant_pod, CTX) is not None:
+    if pod_spec.pod_refusal(tenant_pod, CTX) is not None:
         return  # refused: nothing reaches the super cluster
-    out = tr.translate_pod(tenant_pod, CTX, "token")
+    out = pod_spec.translate_pod(tenant_pod, CTX, "token")
     spec, meta = out["spec"], out["metadata"]
     _only_own_keys(meta)
     assert meta["namespace"] == CTX.namespace
@@ -117,7 +119,7 @@ def test_a_pod_the_syncer_would_create_is_always_sealed(tenant_pod: dict[str, An
     assert spec.get("tolerations") == [dict(t) for t in CTX.tolerations]
     assert spec.get("nodeSelector") == dict(CTX.node_selector)
     assert spec["dnsPolicy"] in ("None", "Default")
-    assert spec["initContainers"][0]["name"] == tr.NETGATE_CONTAINER
+    assert spec["initContainers"][0]["name"] == context.NETGATE_CONTAINER
     for volume in spec.get("volumes") or []:
         assert set(volume) - {"name"} <= CTX.volume_types, volume
         if "ephemeral" in volume:
@@ -130,15 +132,15 @@ def test_a_pod_the_syncer_would_create_is_always_sealed(tenant_pod: dict[str, An
             assert (sc.get("seLinuxOptions") or {}).get("type", "container_t") == "container_t"
             assert (sc.get("seccompProfile") or {}).get("type") != "Unconfined"
             assert not any(p.get("hostPort") for p in container.get("ports") or [])
-            handlers = [container.get(p) or {} for p in tr.PROBES]
+            handlers = [container.get(p) or {} for p in pod_spec.PROBES]
             handlers += [h or {} for h in (container.get("lifecycle") or {}).values()]
             assert not any((h.get(a) or {}).get("host") for h in handlers for a in ("httpGet", "tcpSocket"))
             assert container["resources"]["limits"] and container["resources"]["requests"]
-            if container["name"] != tr.NETGATE_CONTAINER:
+            if container["name"] != context.NETGATE_CONTAINER:
                 assert container["imagePullPolicy"] == "Always"
 
 
-services = st.fixed_dictionaries(
+service_objects = st.fixed_dictionaries(
     {
         "metadata": st.fixed_dictionaries(
             {"name": names, "namespace": names, "uid": names, "labels": metadata_maps, "annotations": metadata_maps}
@@ -159,11 +161,11 @@ services = st.fixed_dictionaries(
 
 
 @settings(max_examples=300, deadline=None)
-@given(services)
+@given(service_objects)
 def test_a_service_the_syncer_would_create_opens_nothing_on_the_nodes(service: dict[str, Any]) -> None:
-    if tr.service_refusal(service) is not None:
+    if services.service_refusal(service) is not None:
         return
-    out = tr.translate_service(service, CTX)
+    out = services.translate_service(service, CTX)
     _only_own_keys(out["metadata"])
     assert out["spec"]["type"] == "ClusterIP"
     assert set(out["spec"]) <= {"type", "ports", "selector", "sessionAffinity", "publishNotReadyAddresses",
@@ -190,6 +192,6 @@ claims = st.fixed_dictionaries(
 @settings(max_examples=200, deadline=None)
 @given(claims)
 def test_a_claim_never_names_a_super_volume_or_another_claim(claim: dict[str, Any]) -> None:
-    out = tr.translate_pvc(claim, CTX)
+    out = volumes.translate_pvc(claim, CTX)
     _only_own_keys(out["metadata"])
     assert set(out["spec"]) <= {"accessModes", "resources", "storageClassName", "volumeMode"}

@@ -1,0 +1,448 @@
+"""A tenant pod as the super cluster runs it (pure): the refusal policy, the translation of its
+spec (names, volumes, env, DNS, resources, the network gate, the service-account token), and
+what of the super pod's status the tenant is shown."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from stockade import naming
+from stockade.naming import ANNOTATION_NAME, ANNOTATION_NAMESPACE, ANNOTATION_UID, TOKEN_EXPIRES_ANNOTATION
+from stockade.syncer.context import NETGATE_CONTAINER, TenantContext
+from stockade.syncer.translate import carried_annotation, carried_label, super_metadata, super_name
+
+SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+TOKEN_VOLUME = "stockade-tenant-token"
+# Sysctls Pod Security "baseline" allows; any other is refused.
+SAFE_SYSCTLS = frozenset(
+    {
+        "kernel.shm_rmid_forced",
+        "net.ipv4.ip_local_port_range",
+        "net.ipv4.ip_unprivileged_port_start",
+        "net.ipv4.tcp_syncookies",
+        "net.ipv4.ping_group_range",
+        "net.ipv4.ip_local_reserved_ports",
+        "net.ipv4.tcp_keepalive_time",
+        "net.ipv4.tcp_fin_timeout",
+        "net.ipv4.tcp_keepalive_intvl",
+        "net.ipv4.tcp_keepalive_probes",
+    }
+)
+# SELinux types Pod Security "baseline" allows.
+SAFE_SELINUX_TYPES = frozenset({"", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"})
+CONTAINER_KINDS = ("initContainers", "containers", "ephemeralContainers")
+PROBES = ("livenessProbe", "readinessProbe", "startupProbe")
+LIFECYCLE_HANDLERS = ("postStart", "preStop")
+NO_NAMESERVER = "127.0.0.1"
+
+
+# -- refusals --
+
+
+def _containers(spec: Mapping[str, Any]) -> list[tuple[str, int, Mapping[str, Any]]]:
+    return [(kind, i, c) for kind in CONTAINER_KINDS for i, c in enumerate(spec.get(kind) or [])]
+
+
+def pod_refusal(pod: Mapping[str, Any], ctx: TenantContext) -> str | None:
+    """Why a tenant pod may not run in the super cluster, naming the field; None if it may.
+
+    Refused, never silently stripped: host access, privilege, added capabilities, unsafe sysctls,
+    another runtime class, unmasked /proc, SELinux/AppArmor/seccomp opt-outs, probe and lifecycle
+    hosts, volume types outside the Tenant's allowlist, claims on super-cluster resources — in every
+    container kind — and, at level restricted, the rest of Pod Security "restricted".
+    """
+    spec = pod.get("spec") or {}
+    for field_name in ("hostNetwork", "hostPID", "hostIPC"):
+        if spec.get(field_name):
+            return f"spec.{field_name}: host namespaces are not allowed"
+    if spec.get("runtimeClassName") not in (None, "", ctx.runtime_class):
+        return f"spec.runtimeClassName: {spec['runtimeClassName']!r} is not allowed; pods run in {ctx.runtime_class!r}"
+    if spec.get("resourceClaims"):
+        return "spec.resourceClaims: dynamic resource claims are not supported for tenant pods"
+    for i, volume in enumerate(spec.get("volumes") or []):
+        kinds = sorted(set(volume) - {"name"})
+        if "hostPath" in kinds:
+            return f"spec.volumes[{i}].hostPath: host paths are not allowed"
+        if not set(kinds) <= ctx.volume_types:
+            allowed = ", ".join(sorted(ctx.volume_types))
+            return f"spec.volumes[{i}].{kinds[0] if kinds else 'name'}: volume type not allowed (allowed: {allowed})"
+    pod_context = spec.get("securityContext") or {}
+    for sysctl in pod_context.get("sysctls") or []:
+        if sysctl.get("name") not in SAFE_SYSCTLS:
+            return f"spec.securityContext.sysctls: {sysctl.get('name')!r} is not a safe sysctl"
+    if refusal := _opt_out_refusal("spec.securityContext", pod_context):
+        return refusal
+    for kind, i, container in _containers(spec):
+        path = f"spec.{kind}[{i}]"
+        sc = container.get("securityContext") or {}
+        if sc.get("privileged"):
+            return f"{path}.securityContext.privileged: privileged containers are not allowed"
+        added = (sc.get("capabilities") or {}).get("add") or []
+        if [cap for cap in added if cap != "NET_BIND_SERVICE"]:
+            return f"{path}.securityContext.capabilities.add: {added} may not be added"
+        if sc.get("procMount") not in (None, "Default"):
+            return f"{path}.securityContext.procMount: only Default is allowed"
+        if refusal := _opt_out_refusal(f"{path}.securityContext", sc):
+            return refusal
+        for port in container.get("ports") or []:
+            if port.get("hostPort"):
+                return f"{path}.ports.hostPort: host ports are not allowed"
+        if refusal := _handler_host_refusal(path, container):
+            return refusal
+    if ctx.pod_security == "restricted":
+        return _restricted_refusal(spec)
+    return None
+
+
+def _opt_out_refusal(path: str, sc: Mapping[str, Any]) -> str | None:
+    """SELinux, AppArmor and seccomp settings that would switch the node's confinement off."""
+    selinux = sc.get("seLinuxOptions") or {}
+    if selinux.get("type", "") not in SAFE_SELINUX_TYPES:
+        return f"{path}.seLinuxOptions.type: {selinux['type']!r} is not allowed"
+    for key in ("user", "role"):
+        if selinux.get(key):
+            return f"{path}.seLinuxOptions.{key}: may not be set"
+    if (sc.get("appArmorProfile") or {}).get("type") == "Unconfined":
+        return f"{path}.appArmorProfile.type: Unconfined is not allowed"
+    if (sc.get("seccompProfile") or {}).get("type") == "Unconfined":
+        return f"{path}.seccompProfile.type: Unconfined is not allowed"
+    if (sc.get("windowsOptions") or {}).get("hostProcess"):
+        return f"{path}.windowsOptions.hostProcess: host processes are not allowed"
+    return None
+
+
+def _handler_host_refusal(path: str, container: Mapping[str, Any]) -> str | None:
+    """Probes and lifecycle handlers are run by the node's kubelet, from the node: a `host` would
+    let a tenant make the node connect anywhere (its own ports, the metadata service, other pods)."""
+    handlers = [(probe, container.get(probe)) for probe in PROBES]
+    handlers += [(f"lifecycle.{h}", (container.get("lifecycle") or {}).get(h)) for h in LIFECYCLE_HANDLERS]
+    for where, handler in handlers:
+        for action in ("httpGet", "tcpSocket"):
+            host = ((handler or {}).get(action) or {}).get("host")
+            if host:
+                return f"{path}.{where}.{action}.host: {host!r} is not allowed; probes go to the pod's own address"
+    return None
+
+
+def _restricted_refusal(spec: Mapping[str, Any]) -> str | None:
+    pod_context = spec.get("securityContext") or {}
+    for kind, i, container in _containers(spec):
+        path = f"spec.{kind}[{i}].securityContext"
+        sc = container.get("securityContext") or {}
+        if sc.get("allowPrivilegeEscalation") is not False:
+            return f"{path}.allowPrivilegeEscalation: must be false (Pod Security restricted)"
+        if sc.get("runAsNonRoot", pod_context.get("runAsNonRoot")) is not True:
+            return f"{path}.runAsNonRoot: must be true (Pod Security restricted)"
+        if sc.get("runAsUser", pod_context.get("runAsUser")) == 0:
+            return f"{path}.runAsUser: must not be 0 (Pod Security restricted)"
+        seccomp = (sc.get("seccompProfile") or pod_context.get("seccompProfile") or {}).get("type")
+        if seccomp not in ("RuntimeDefault", "Localhost"):
+            return f"{path}.seccompProfile.type: must be RuntimeDefault or Localhost (Pod Security restricted)"
+        if "ALL" not in ((sc.get("capabilities") or {}).get("drop") or []):
+            return f"{path}.capabilities.drop: must include ALL (Pod Security restricted)"
+    return None
+
+
+# -- down: tenant → super --
+
+
+def _fill_resources(container: dict[str, Any], ctx: TenantContext) -> None:
+    """Every container gets requests and limits: a VM sandbox is sized from them.
+
+    As Kubernetes does: a missing request takes the container's own limit if it has one, else
+    the tenant's default; a missing limit takes the container's own request if it has one (a
+    limit below the request would be invalid), else the default.
+    """
+    resources = container.setdefault("resources", {})
+    own_limits = dict(resources.get("limits") or {})
+    own_requests = dict(resources.get("requests") or {})
+    requests = resources["requests"] = dict(own_requests)
+    limits = resources["limits"] = dict(own_limits)
+    for resource, amount in ctx.default_requests.items():
+        requests.setdefault(resource, own_limits.get(resource, amount))
+    for resource, amount in ctx.default_limits.items():
+        limits.setdefault(resource, own_requests.get(resource, amount))
+
+
+_ITEM_KEY = re.compile(r"^metadata\.(labels|annotations)\['(.+)'\]$")
+
+
+def _rewrite_field_ref(ref: dict[str, Any]) -> None:
+    """In a downward-API volume the super pod is read: its own name, namespace and uid differ, so
+    read the tenant's from annotations; single labels and annotations from their carried keys."""
+    mapping = {
+        "metadata.name": f"metadata.annotations['{ANNOTATION_NAME}']",
+        "metadata.namespace": f"metadata.annotations['{ANNOTATION_NAMESPACE}']",
+        "metadata.uid": f"metadata.annotations['{ANNOTATION_UID}']",
+    }
+    path = ref.get("fieldPath", "")
+    if path in mapping:
+        ref["fieldPath"] = mapping[path]
+    elif match := _ITEM_KEY.match(path):
+        carry = carried_label if match[1] == "labels" else carried_annotation
+        ref["fieldPath"] = f"metadata.{match[1]}['{carry(match[2])}']"
+    ref.pop("apiVersion", None)
+
+
+def _env_field_value(path: str, pod: Mapping[str, Any], ctx: TenantContext) -> str | None:
+    """Downward-API env values that are fixed for the pod's life, as the tenant sees them: never the
+    super pod's name, its node, its host address or its service account."""
+    meta, spec = pod["metadata"], pod["spec"]
+    values = {
+        "metadata.name": meta["name"],
+        "metadata.namespace": meta["namespace"],
+        "metadata.uid": meta["uid"],
+        "spec.nodeName": ctx.virtual_node,
+        "spec.serviceAccountName": spec.get("serviceAccountName") or "default",
+        "status.hostIP": ctx.virtual_node_ip,
+        "status.hostIPs": ctx.virtual_node_ip,
+    }
+    return values.get(path)
+
+
+def _dns(spec: Mapping[str, Any], namespace: str, ctx: TenantContext) -> tuple[str, dict[str, Any] | None]:
+    """dnsPolicy and dnsConfig of the super pod: the tenant's cluster DNS, never the super cluster's."""
+    policy = spec.get("dnsPolicy") or "ClusterFirst"
+    own = copy.deepcopy(spec.get("dnsConfig") or {})
+    if policy in ("None", "Default"):
+        return policy, own or None
+    domain = ctx.cluster_domain
+    searches = [f"{namespace}.svc.{domain}", f"svc.{domain}", domain]
+    # Kubernetes needs one nameserver with dnsPolicy None; until the tenant has its own DNS, the
+    # pod's own loopback: nothing answers there, so a lookup fails at once and reaches no one.
+    nameservers = [*ctx.dns_servers, *own.get("nameservers", [])][:3] or [NO_NAMESERVER]
+    config: dict[str, Any] = {
+        "nameservers": nameservers,
+        "searches": [*searches, *(s for s in own.get("searches", []) if s not in searches)],
+        "options": own.get("options") or [{"name": "ndots", "value": "5"}],
+    }
+    return "None", config
+
+
+def _is_service_account_volume(volume: Mapping[str, Any]) -> bool:
+    sources = (volume.get("projected") or {}).get("sources") or []
+    return any("serviceAccountToken" in source for source in sources)
+
+
+def wants_token(pod: Mapping[str, Any]) -> bool:
+    """Whether the pod mounts a service-account token (the syncer issues it from the tenant)."""
+    return pod["spec"].get("automountServiceAccountToken") is not False and any(
+        _is_service_account_volume(v) for v in pod["spec"].get("volumes") or []
+    )
+
+
+def translate_pod(pod: Mapping[str, Any], ctx: TenantContext, token_secret: str | None) -> dict[str, Any]:
+    """The super pod for a tenant pod (which must already have passed `pod_refusal`)."""
+    namespace = pod["metadata"]["namespace"]
+    spec = copy.deepcopy(dict(pod["spec"]))
+
+    def ref(name: str) -> str:
+        return super_name(namespace, name)
+
+    # Placement is the Tenant's (superuser-set), never the tenant pod's.
+    for field_name in (
+        "nodeName",
+        "overhead",
+        "nodeSelector",
+        "affinity",
+        "tolerations",
+        "topologySpreadConstraints",
+        "schedulingGates",
+        "priority",
+        "priorityClassName",
+        "schedulerName",
+        "preemptionPolicy",
+        "serviceAccount",
+        "ephemeralContainers",
+    ):
+        spec.pop(field_name, None)
+    if ctx.node_selector:
+        spec["nodeSelector"] = dict(ctx.node_selector)
+    if ctx.tolerations:
+        spec["tolerations"] = [dict(t) for t in ctx.tolerations]
+    spec["dnsPolicy"], dns_config = _dns(spec, namespace, ctx)
+    spec.pop("dnsConfig", None)
+    if dns_config is not None:
+        spec["dnsConfig"] = dns_config
+    spec["runtimeClassName"] = ctx.runtime_class
+    spec["automountServiceAccountToken"] = False  # no super-cluster credential in a tenant pod
+    spec["enableServiceLinks"] = False  # the super cluster's Services stay invisible
+    spec["serviceAccountName"] = ref(pod["spec"].get("serviceAccountName") or "default")
+    spec["hostAliases"] = [
+        *(spec.get("hostAliases") or []),
+        {"ip": ctx.apiserver_host, "hostnames": ["kubernetes", "kubernetes.default", "kubernetes.default.svc"]},
+    ]
+    spec["imagePullSecrets"] = [{"name": ref(s["name"])} for s in spec.get("imagePullSecrets") or []]
+
+    volumes = []
+    for volume in spec.get("volumes") or []:
+        volume = dict(volume)
+        if _is_service_account_volume(volume):
+            if token_secret is None:
+                continue
+            volume = {"name": volume["name"], "secret": {"secretName": token_secret, "defaultMode": 0o644}}
+        elif "configMap" in volume:
+            volume["configMap"] = {**volume["configMap"], "name": ref(volume["configMap"]["name"])}
+        elif "secret" in volume:
+            volume["secret"] = {**volume["secret"], "secretName": ref(volume["secret"]["secretName"])}
+        elif "persistentVolumeClaim" in volume:
+            claim = volume["persistentVolumeClaim"]
+            volume["persistentVolumeClaim"] = {**claim, "claimName": ref(claim["claimName"])}
+        elif "projected" in volume:
+            sources = []
+            for source in volume["projected"].get("sources") or []:
+                source = copy.deepcopy(source)
+                if "configMap" in source:
+                    source["configMap"]["name"] = ref(source["configMap"]["name"])
+                if "secret" in source:
+                    source["secret"]["name"] = ref(source["secret"]["name"])
+                for item in (source.get("downwardAPI") or {}).get("items") or []:
+                    if "fieldRef" in item:
+                        _rewrite_field_ref(item["fieldRef"])
+                sources.append(source)
+            volume["projected"] = {**volume["projected"], "sources": sources}
+        elif "downwardAPI" in volume:
+            volume["downwardAPI"] = copy.deepcopy(volume["downwardAPI"])
+            for item in volume["downwardAPI"].get("items") or []:
+                if "fieldRef" in item:
+                    _rewrite_field_ref(item["fieldRef"])
+        elif "ephemeral" in volume:
+            # The claim the super cluster makes from it carries no tenant metadata either.
+            template = copy.deepcopy(volume["ephemeral"].get("volumeClaimTemplate") or {})
+            template.pop("metadata", None)
+            volume["ephemeral"] = {"volumeClaimTemplate": template}
+        volumes.append(volume)
+    spec["volumes"] = volumes
+
+    api_env = [
+        {"name": "KUBERNETES_SERVICE_HOST", "value": ctx.apiserver_host},
+        {"name": "KUBERNETES_SERVICE_PORT", "value": str(ctx.apiserver_port)},
+        {"name": "KUBERNETES_SERVICE_PORT_HTTPS", "value": str(ctx.apiserver_port)},
+    ]
+    for kind in ("initContainers", "containers"):
+        containers = []
+        for container in spec.get(kind) or []:
+            container = copy.deepcopy(container)
+            env = [e for e in container.get("env") or [] if not e["name"].startswith("KUBERNETES_SERVICE_")]
+            for var in env:
+                source = var.get("valueFrom") or {}
+                if "configMapKeyRef" in source:
+                    source["configMapKeyRef"]["name"] = ref(source["configMapKeyRef"]["name"])
+                if "secretKeyRef" in source:
+                    source["secretKeyRef"]["name"] = ref(source["secretKeyRef"]["name"])
+                if "fieldRef" in source:
+                    fixed = _env_field_value(source["fieldRef"].get("fieldPath", ""), pod, ctx)
+                    if fixed is not None:
+                        var.pop("valueFrom")
+                        var["value"] = fixed
+                    else:
+                        _rewrite_field_ref(source["fieldRef"])
+            container["env"] = env + api_env
+            for env_from in container.get("envFrom") or []:
+                for key in ("configMapRef", "secretRef"):
+                    if key in env_from:
+                        env_from[key]["name"] = ref(env_from[key]["name"])
+            _fill_resources(container, ctx)
+            # The node asks the registry at every start, with this pod's pull secrets: a tenant runs
+            # only images its own credentials can pull, never one another tenant left in the cache.
+            container["imagePullPolicy"] = "Always"
+            containers.append(container)
+        if kind == "initContainers" and ctx.netgate is not None:
+            containers.insert(0, ctx.netgate.container())
+        if containers:
+            spec[kind] = containers
+
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": super_metadata(pod, ctx),
+        "spec": spec,
+    }
+
+
+def token_secret(
+    pod: Mapping[str, Any], ctx: TenantContext, token: str, ca_pem: bytes, expires: str, owner: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The tenant-issued service-account token, mounted where Kubernetes clients look for it.
+    Owned by its super pod (`owner`) from birth, so it never outlives it."""
+    meta = super_metadata(pod, ctx)
+    meta["name"] = token_secret_name(pod)
+    meta["annotations"][TOKEN_EXPIRES_ANNOTATION] = expires
+    meta["ownerReferences"] = [
+        {"apiVersion": "v1", "kind": "Pod", "name": owner["metadata"]["name"], "uid": owner["metadata"]["uid"]}
+    ]
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": meta,
+        "type": "Opaque",
+        "data": {
+            "token": base64.b64encode(token.encode()).decode(),
+            "ca.crt": base64.b64encode(ca_pem).decode(),
+            "namespace": base64.b64encode(pod["metadata"]["namespace"].encode()).decode(),
+        },
+    }
+
+
+def token_secret_name(pod: Mapping[str, Any]) -> str:
+    return naming.fit(f"{super_name(pod['metadata']['namespace'], pod['metadata']['name'])}-token")
+
+
+# -- up: super → tenant --
+
+POD_STATUS_FIELDS = (
+    "phase",
+    "conditions",
+    "podIP",
+    "podIPs",
+    "startTime",
+    "containerStatuses",
+    "initContainerStatuses",
+    "ephemeralContainerStatuses",
+    "reason",
+    "message",
+    # not qosClass: the tenant computes its own from its pod, and it is immutable
+)
+
+
+def tenant_pod_status(
+    super_pod: Mapping[str, Any], ctx: TenantContext, clean: Callable[[str], str] = lambda text: text
+) -> dict[str, Any]:
+    """The tenant pod's status from the super pod's: the super node's address stays hidden, the gate
+    is not the tenant's container, and every message goes through `clean` (see `scrub`)."""
+    status = super_pod.get("status") or {}
+    out = {key: copy.deepcopy(status[key]) for key in POD_STATUS_FIELDS if key in status}
+    if "initContainerStatuses" in out:
+        out["initContainerStatuses"] = [s for s in out["initContainerStatuses"] if s.get("name") != NETGATE_CONTAINER]
+    if status.get("hostIP"):
+        out["hostIP"] = ctx.virtual_node_ip
+        out["hostIPs"] = [{"ip": ctx.virtual_node_ip}]
+    _clean_messages(out, clean)
+    return out
+
+
+def _clean_messages(node: Any, clean: Callable[[str], str]) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "message" and isinstance(value, str):
+                node[key] = clean(value)
+            else:
+                _clean_messages(value, clean)
+    elif isinstance(node, list):
+        for item in node:
+            _clean_messages(item, clean)
+
+
+def rejected_condition(reason: str, message: str, now: str) -> dict[str, Any]:
+    """The PodScheduled condition of a tenant pod that will not run, saying why."""
+    return {
+        "type": "PodScheduled",
+        "status": "False",
+        "reason": reason,
+        "message": message,
+        "lastTransitionTime": now,
+    }

@@ -1,0 +1,192 @@
+"""Pods: a tenant pod bound to the virtual node runs as a super pod (translated and refused by
+`pod_spec`), with a token from the tenant API server; its status goes back up, and its deletion
+runs both ways as a kubelet's would."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from stockade.kube import ApiError
+from stockade.logs import about
+from stockade.naming import ANNOTATION_UID, TOKEN_EXPIRES_ANNOTATION
+from stockade.syncer import metrics
+from stockade.syncer.kinds import pod_spec
+from stockade.syncer.kinds.base import REJECTED_REASON, Kind, now_iso, subset
+from stockade.syncer.translate import Key, key_of
+
+log = logging.getLogger("stockade.syncer")
+
+TOKEN_SECONDS = 3600
+TOKEN_REFRESH_BEFORE = datetime.timedelta(minutes=20)
+
+
+def grace(pod: Mapping[str, Any] | None) -> int | None:
+    if not pod:
+        return None
+    seconds = pod["metadata"].get("deletionGracePeriodSeconds")
+    return int(seconds) if seconds is not None else pod["spec"].get("terminationGracePeriodSeconds")
+
+
+def has_run(pod: Mapping[str, Any]) -> bool:
+    status = pod.get("status") or {}
+    return status.get("phase") in ("Running", "Succeeded", "Failed") or bool(status.get("containerStatuses"))
+
+
+class Pods(Kind):
+    kind = "Pod"
+
+    async def sync(self, key: Key) -> None:
+        s = self.sides
+        namespace, name = key
+        pod = s.in_tenant(self.kind, key)
+        shadow = s.shadow(self.kind, key)
+        if shadow is not None and (
+            pod is None or shadow["metadata"]["annotations"].get(ANNOTATION_UID) != pod["metadata"]["uid"]
+        ):
+            # The tenant pod is gone, or this super pod belongs to an older pod of the same name.
+            await s.delete_super(self.kind, shadow, grace=grace(pod))
+            return
+        if pod is None:
+            return
+        uid = pod["metadata"]["uid"]
+        if pod["metadata"].get("deletionTimestamp"):
+            if shadow is not None:
+                await s.delete_super(self.kind, shadow, grace=grace(pod))
+            else:
+                # The super pod is gone: finish the deletion, as a kubelet would.
+                await s.tenant_api.delete("v1", self.kind, name, namespace, uid=uid, grace_seconds=0)
+            return
+        if pod["spec"].get("nodeName") != s.ctx.virtual_node:
+            return  # not scheduled to this tenant's virtual node (yet)
+        if refusal := pod_spec.pod_refusal(pod, s.ctx):
+            await self._refuse(pod, refusal)
+            return
+        if shadow is None:
+            if has_run(pod):
+                # It ran, and its super pod disappeared (evicted, deleted): let the tenant's
+                # controllers replace it.
+                log.info(
+                    "tenant=%s pod %s/%s lost its super pod; deleting it in the tenant", s.tenant, namespace, name,
+                    extra=about(s.tenant, self.kind, namespace, name),
+                )  # fmt: skip
+                await s.tenant_api.delete("v1", self.kind, name, namespace, uid=uid, grace_seconds=0)
+                return
+            await self._create(pod)
+            return
+        await self._refresh_token(pod, shadow)
+        s.settled(uid)
+        await self._update(pod, shadow)
+        await self.up(pod, shadow)
+
+    async def _refuse(self, pod: Mapping[str, Any], reason: str) -> None:
+        """The tenant pod's PodScheduled condition and a Warning Event say why it does not run."""
+        s = self.sides
+        conditions = pod.get("status", {}).get("conditions") or []
+        if any(c.get("reason") == REJECTED_REASON and c.get("message") == reason for c in conditions):
+            return
+        metrics.REFUSED.labels(s.tenant, self.kind).inc()
+        meta = pod["metadata"]
+        log.info(
+            "tenant=%s pod %s/%s refused: %s", s.tenant, meta["namespace"], meta["name"], reason,
+            extra=about(s.tenant, self.kind, meta["namespace"], meta["name"]),
+        )  # fmt: skip
+        others = [c for c in conditions if c.get("type") != "PodScheduled"]
+        condition = pod_spec.rejected_condition(REJECTED_REASON, reason, now_iso())
+        await s.tenant_api.patch_merge(
+            "v1", self.kind, meta["name"], {"status": {"conditions": [*others, condition]}}, meta["namespace"],
+            subresource="status",
+        )  # fmt: skip
+        await s.tell_once(pod, REJECTED_REASON, f"not run in the super cluster: {reason}")
+
+    async def _create(self, pod: Mapping[str, Any]) -> None:
+        s = self.sides
+        wants_token = pod_spec.wants_token(pod)
+        shadow = pod_spec.translate_pod(pod, s.ctx, pod_spec.token_secret_name(pod) if wants_token else None)
+        try:
+            created = await s.super.create(shadow)
+        except ApiError as error:
+            if error.status in (400, 403, 422) and s.lasting(self.kind, key_of(pod)):
+                # A lasting refusal (quota, LimitRange, admission policy): the tenant is shown why,
+                # on the pod's condition and in an Event; the key is retried with backoff.
+                message = s.refusal_message(error, pod["metadata"]["namespace"])
+                await self._refuse(pod, f"the super cluster refused it: {message}")
+            raise
+        metrics.SYNCED.labels(s.tenant, self.kind, "down").inc()
+        if wants_token:
+            # Issued once the pod exists, owned by it from birth: a pod the super cluster refuses
+            # leaves no token behind, and the token goes with its pod. The kubelet waits for it.
+            await self._issue_token(pod, created)
+
+    async def _issue_token(self, pod: Mapping[str, Any], shadow: Mapping[str, Any]) -> None:
+        """A token from the *tenant* API server, bound to the tenant pod, owned by its super pod."""
+        s = self.sides
+        meta = pod["metadata"]
+        account = pod["spec"].get("serviceAccountName") or "default"
+        request = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {
+                "expirationSeconds": TOKEN_SECONDS,
+                "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": meta["name"], "uid": meta["uid"]},
+            },
+        }
+        path = f"/api/v1/namespaces/{meta['namespace']}/serviceaccounts/{account}/token"
+        response = await s.tenant_api.request("POST", path, body=request)
+        expires = response["status"]["expirationTimestamp"]
+        secret = pod_spec.token_secret(pod, s.ctx, response["status"]["token"], s.tenant_ca_pem, expires, shadow)
+        await s.super.apply(secret)
+
+    async def _refresh_token(self, pod: Mapping[str, Any], shadow: Mapping[str, Any]) -> None:
+        s = self.sides
+        name = pod_spec.token_secret_name(pod)
+        volumes = shadow.get("spec", {}).get("volumes") or []
+        if not any((v.get("secret") or {}).get("secretName") == name for v in volumes):
+            return
+        secret = s.super_caches["Secret"].get((s.ctx.namespace, name))
+        expires = ((secret or {}).get("metadata", {}).get("annotations") or {}).get(TOKEN_EXPIRES_ANNOTATION)
+        if expires:
+            due = datetime.datetime.fromisoformat(expires.replace("Z", "+00:00")) - TOKEN_REFRESH_BEFORE
+            if datetime.datetime.now(datetime.UTC) < due:
+                return
+        await self._issue_token(pod, shadow)
+
+    async def _update(self, pod: Mapping[str, Any], shadow: Mapping[str, Any]) -> None:
+        """Pod specs are immutable but for images (and labels/annotations): follow those."""
+        s = self.sides
+        desired = pod_spec.translate_pod(pod, s.ctx, None)
+        patch: dict[str, Any] = {}
+        current_images = {c["name"]: c.get("image") for c in shadow["spec"].get("containers", [])}
+        changed = [
+            {"name": c["name"], "image": c["image"]}
+            for c in desired["spec"]["containers"]
+            if current_images.get(c["name"]) != c.get("image")
+        ]
+        if changed:
+            patch["spec"] = {"containers": changed}
+        meta = desired["metadata"]
+        if meta["labels"] != shadow["metadata"].get("labels") or not subset(
+            meta["annotations"], shadow["metadata"].get("annotations")
+        ):
+            patch["metadata"] = {"labels": meta["labels"], "annotations": meta["annotations"]}
+        if patch:
+            await s.super.request(
+                "PATCH",
+                f"/api/v1/namespaces/{s.ctx.namespace}/pods/{shadow['metadata']['name']}",
+                body=patch,
+                content_type="application/strategic-merge-patch+json",
+            )
+
+    async def up(self, obj: Mapping[str, Any], shadow: Mapping[str, Any]) -> None:
+        s = self.sides
+        namespace = obj["metadata"]["namespace"]
+        status = pod_spec.tenant_pod_status(shadow, s.ctx, lambda text: s.scrub(text, namespace, shadow))
+        if not status or subset(status, obj.get("status") or {}):
+            return
+        meta = obj["metadata"]
+        await s.tenant_api.patch_merge(
+            "v1", self.kind, meta["name"], {"status": status}, meta["namespace"], subresource="status"
+        )
+        metrics.SYNCED.labels(s.tenant, self.kind, "up").inc()

@@ -1,0 +1,123 @@
+"""Services and the Endpoints of selector-less Services: ClusterIP only, pointing only at the
+tenant's own pods; the super ClusterIP is published on the tenant Service."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping
+from typing import Any
+
+from stockade import naming
+from stockade.naming import ANNOTATION_SUPER_CLUSTER_IP, LABEL_NAMESPACE
+from stockade.syncer import metrics
+from stockade.syncer.context import TenantContext
+from stockade.syncer.kinds import base
+from stockade.syncer.kinds.base import Kind
+from stockade.syncer.translate import carried_label, super_metadata
+
+
+def service_refusal(service: Mapping[str, Any]) -> str | None:
+    spec = service.get("spec") or {}
+    if spec.get("externalIPs"):
+        return "spec.externalIPs: not allowed (CVE-2020-8554)"
+    if spec.get("type") in ("NodePort", "LoadBalancer"):
+        return f"spec.type: {spec['type']} services would open ports on the super cluster's nodes; use ClusterIP"
+    return None
+
+
+def endpoints_refusal(endpoints: Mapping[str, Any], tenant_pod_ips: set[str]) -> str | None:
+    """Selector-less Services may point only at the tenant's own pods (CVE-2021-25740)."""
+    for subset in endpoints.get("subsets") or []:
+        for address in [*(subset.get("addresses") or []), *(subset.get("notReadyAddresses") or [])]:
+            if address.get("ip") not in tenant_pod_ips:
+                return f"subsets.addresses: {address.get('ip')} is not an IP of one of this tenant's pods"
+    return None
+
+
+def translate_service(obj: Mapping[str, Any], ctx: TenantContext) -> dict[str, Any]:
+    """A ClusterIP Service (NodePort and LoadBalancer are refused, ExternalName is not synced: it is
+    a name, not an address the super cluster routes)."""
+    spec = obj["spec"]
+    out_spec: dict[str, Any] = {
+        "type": "ClusterIP",
+        "ports": [{k: v for k, v in p.items() if k != "nodePort"} for p in spec.get("ports") or []],
+    }
+    if spec.get("selector"):
+        out_spec["selector"] = {
+            **{carried_label(k): v for k, v in spec["selector"].items()},
+            LABEL_NAMESPACE: obj["metadata"]["namespace"],
+            naming.LABEL_TENANT: ctx.tenant,
+        }
+    for key in ("sessionAffinity", "publishNotReadyAddresses", "ipFamilyPolicy"):
+        if key in spec:
+            out_spec[key] = spec[key]
+    return {"apiVersion": "v1", "kind": "Service", "metadata": super_metadata(obj, ctx), "spec": out_spec}
+
+
+def translate_endpoints(obj: Mapping[str, Any], ctx: TenantContext) -> dict[str, Any]:
+    subsets = copy.deepcopy(obj.get("subsets") or [])
+    for subset in subsets:
+        for address in [*(subset.get("addresses") or []), *(subset.get("notReadyAddresses") or [])]:
+            address.pop("targetRef", None)
+            address.pop("nodeName", None)
+    return {"apiVersion": "v1", "kind": "Endpoints", "metadata": super_metadata(obj, ctx), "subsets": subsets}
+
+
+def _is_api_service(obj: Mapping[str, Any]) -> bool:
+    """`default/kubernetes`: the tenant API server's own Service (and its Endpoints)."""
+    return (obj["metadata"].get("namespace"), obj["metadata"]["name"]) == ("default", "kubernetes")
+
+
+class Services(Kind):
+    kind = "Service"
+
+    def mirrored(self, obj: Mapping[str, Any]) -> bool:
+        # ExternalName is a name, not an address: nothing for the super cluster to route (the
+        # tenant's DNS answers it).
+        return super().mirrored(obj) and not _is_api_service(obj) and obj["spec"].get("type") != "ExternalName"
+
+    def refusal(self, obj: Mapping[str, Any]) -> str | None:
+        return service_refusal(obj)
+
+    def translate(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        return translate_service(obj, self.sides.ctx)
+
+    async def up(self, obj: Mapping[str, Any], shadow: Mapping[str, Any]) -> None:
+        tenant_api = self.sides.tenant_api
+        meta = obj["metadata"]
+        # The tenant Service keeps its own (immutable) ClusterIP; the one that carries traffic in the
+        # super cluster is published on it as an annotation (a tenant DNS will answer with it).
+        cluster_ip = (shadow.get("spec") or {}).get("clusterIP")
+        annotations = meta.get("annotations") or {}
+        if cluster_ip and annotations.get(ANNOTATION_SUPER_CLUSTER_IP) != cluster_ip:
+            patch = {"metadata": {"annotations": {ANNOTATION_SUPER_CLUSTER_IP: cluster_ip}}}
+            await tenant_api.patch_merge("v1", self.kind, meta["name"], patch, meta["namespace"])
+        status = {"loadBalancer": (shadow.get("status") or {}).get("loadBalancer") or {}}
+        if base.subset(status, obj.get("status") or {}) or status == {"loadBalancer": {}}:
+            return
+        await tenant_api.patch_merge(
+            "v1", self.kind, meta["name"], {"status": status}, meta["namespace"], subresource="status"
+        )
+        metrics.SYNCED.labels(self.sides.tenant, self.kind, "up").inc()
+
+
+class Endpoints(Kind):
+    kind = "Endpoints"
+
+    def mirrored(self, obj: Mapping[str, Any]) -> bool:
+        """Only those of selector-less Services: the others are computed in the super cluster."""
+        if not super().mirrored(obj) or _is_api_service(obj):
+            return False
+        service = self.sides.in_tenant(Services.kind, (obj["metadata"]["namespace"], obj["metadata"]["name"]))
+        return service is not None and not service["spec"].get("selector")
+
+    def refusal(self, obj: Mapping[str, Any]) -> str | None:
+        pod_ips = {
+            ip["ip"]
+            for _, shadow in self.sides.super_objects("Pod")
+            for ip in (shadow.get("status") or {}).get("podIPs") or []
+        }
+        return endpoints_refusal(obj, pod_ips)
+
+    def translate(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        return translate_endpoints(obj, self.sides.ctx)

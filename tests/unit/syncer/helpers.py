@@ -1,0 +1,15 @@
+"""A tenant context for unit tests of the syncer's pure parts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from stockade.syncer.context import TenantContext
+
+
+def tenant_context(**overrides: Any) -> TenantContext:
+    values: dict[str, Any] = {
+        "tenant": "t", "runtime_class": "kata", "pod_security": "restricted", "apiserver_host": "10.96.0.10",
+        "apiserver_port": 6443, "default_requests": {}, "default_limits": {}, "virtual_node": "stockade-t",
+    }  # fmt: skip
+    return TenantContext(**{**values, **overrides})
