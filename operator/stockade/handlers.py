@@ -19,23 +19,24 @@ import prometheus_client
 from stockade import logs, naming
 from stockade.config import OperatorConfig
 from stockade.kube import Credentials, KubeClient
-from stockade.model import API_VERSION, GROUP, KIND, PLURAL, VERSION
+from stockade.model import GROUP, PLURAL, VERSION
 from stockade.reconciler import TenantReconciler
 from stockade.status import Check
 from stockade.syncer.engine import SyncerPool
 from stockade.syncer.runner import WORKLOAD_SYNC_READY, run_tenant_syncer
 
 RESYNC_SECONDS = float(os.environ.get("STOCKADE_RESYNC_SECONDS", "30"))
-_state: dict[str, Any] = {}
-_tasks: list[asyncio.Task[None]] = []
+# How often a running syncer compares the Tenant's workloads spec with the one it started with.
+SPEC_POLL_SECONDS = 2.0
 
 
-def reconciler() -> TenantReconciler:
-    return _state["reconciler"]  # type: ignore[no-any-return]
+def reconciler(memo: kopf.Memo) -> TenantReconciler:
+    """The operator's one reconciler, kept in kopf's `memo` (set at start-up)."""
+    return memo.reconciler  # type: ignore[no-any-return]
 
 
 @kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     logs.configure(os.environ.get("STOCKADE_LOG_FORMAT", "text"))
     settings.persistence.finalizer = naming.FINALIZER
     # Tenants are the only resource: no need to scan CRDs (and no RBAC to read them).
@@ -48,20 +49,20 @@ async def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.connect_timeout = 30
     settings.posting.level = logging.INFO
     settings.batching.error_delays = [1, 2, 5, 10, 30, 60]
-    _state["reconciler"] = TenantReconciler(KubeClient(Credentials.from_environment()), OperatorConfig.from_env())
-    pool = SyncerPool(workers=int(os.environ.get("STOCKADE_SYNC_WORKERS", "8")))
-    _state["pool"] = pool
-    _tasks.append(asyncio.create_task(pool.run(), name="syncer-workers"))
+    memo.reconciler = TenantReconciler(KubeClient(Credentials.from_environment()), OperatorConfig.from_env())
+    memo.pool = SyncerPool(workers=int(os.environ.get("STOCKADE_SYNC_WORKERS", "8")))
+    memo.workers = asyncio.create_task(memo.pool.run(), name="syncer-workers")
     if port := os.environ.get("STOCKADE_METRICS_PORT"):
         prometheus_client.start_http_server(int(port))
 
 
 @kopf.on.cleanup()
-async def close(**_: Any) -> None:
-    for task in _tasks:
-        task.cancel()
-    if "reconciler" in _state:
-        await _state.pop("reconciler").kube.close()
+async def close(memo: kopf.Memo, **_: Any) -> None:
+    if (workers := memo.get("workers")) is not None:
+        workers.cancel()
+        await asyncio.gather(workers, return_exceptions=True)
+    if (current := memo.get("reconciler")) is not None:
+        await current.kube.close()
 
 
 def _events(body: kopf.Body) -> Any:
@@ -71,75 +72,91 @@ def _events(body: kopf.Body) -> Any:
     return post
 
 
-async def _reconcile(body: kopf.Body) -> None:
-    await reconciler().reconcile(body["metadata"]["name"], _events(body))
+async def _reconcile(body: kopf.Body, memo: kopf.Memo) -> None:
+    await reconciler(memo).reconcile(body["metadata"]["name"], _events(body))
 
 
 @kopf.on.create(GROUP, VERSION, PLURAL)
-async def created(body: kopf.Body, **_: Any) -> None:
-    await _reconcile(body)
+async def created(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    await _reconcile(body, memo)
 
 
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
-async def spec_changed(body: kopf.Body, **_: Any) -> None:
-    await _reconcile(body)
+async def spec_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    await _reconcile(body, memo)
 
 
 @kopf.on.update(GROUP, VERSION, PLURAL, field="metadata.annotations")
-async def annotations_changed(body: kopf.Body, **_: Any) -> None:
+async def annotations_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """The rotation annotations take effect at once, not at the next timer tick."""
-    await _reconcile(body)
+    await _reconcile(body, memo)
 
 
 @kopf.on.resume(GROUP, VERSION, PLURAL)
-async def resumed(body: kopf.Body, **_: Any) -> None:
+async def resumed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """After an operator restart: finish whatever a killed operator left half done."""
-    await _reconcile(body)
+    await _reconcile(body, memo)
 
 
 @kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, initial_delay=RESYNC_SECONDS)
-async def resync(body: kopf.Body, **_: Any) -> None:
+async def resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Level-based: repairs drift, renews certificates, and follows readiness."""
-    await _reconcile(body)
+    await _reconcile(body, memo)
 
 
-def _ready(status: kopf.Status, **_: Any) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+def syncing(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
+    """The syncer runs from the first time the tenant's API server answered (its version is known)
+    until the Tenant is suspended or deleted. Not tied to `Ready`: one slow /readyz or a rolling
+    upgrade must not stop it and make it list everything again; its own health (WorkloadSyncReady)
+    says how it fares meanwhile."""
+    return bool(status.get("version")) and not spec.get("suspended")
 
 
-@kopf.daemon(GROUP, VERSION, PLURAL, when=_ready, cancellation_timeout=10)
-async def sync_workloads(body: kopf.Body, name: str, **_: Any) -> None:
-    """While the Tenant is Ready: its syncer mirrors workloads into the super cluster. kopf stops
-    it when the Tenant stops being Ready (suspended, degraded) or is deleted."""
+@kopf.daemon(GROUP, VERSION, PLURAL, when=syncing, cancellation_timeout=10)
+async def sync_workloads(body: kopf.Body, name: str, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any) -> None:
+    """Runs the Tenant's syncer; restarts it (in place) when the workloads spec changes, since
+    translation depends on it (quota, Pod Security level, placement, volume types)."""
     events = _events(body)
 
     async def report(ok: bool, message: str) -> None:
         check = Check(WORKLOAD_SYNC_READY, ok, "Syncing" if ok else "TenantAPIUnreachable", message)
-        await reconciler().set_condition(name, check, events)
+        await reconciler(memo).set_condition(name, check, events)
 
-    tenant = await reconciler().kube.get(API_VERSION, KIND, name)
+    config = reconciler(memo).config
+    syncer: asyncio.Task[None] | None = None
     try:
-        config = reconciler().config
-        await run_tenant_syncer(
-            reconciler().kube, _state_pool(), tenant, config.runtime_class, report, netgate_image=config.netgate_image
-        )
+        while not stopped:
+            workloads = (body.get("spec") or {}).get("workloads")  # `body` is kopf's live view
+            tenant = {"metadata": dict(body["metadata"]), "spec": dict(body.get("spec") or {})}
+            syncer = asyncio.create_task(
+                run_tenant_syncer(
+                    reconciler(memo).kube, memo.pool, tenant, config.runtime_class, report,
+                    netgate_image=config.netgate_image,
+                )
+            )  # fmt: skip
+            while not syncer.done() and not stopped and (body.get("spec") or {}).get("workloads") == workloads:
+                await asyncio.wait({syncer}, timeout=SPEC_POLL_SECONDS)
+            if syncer.done():
+                syncer.result()  # it only ends by raising
+                return
+            syncer.cancel()
+            await asyncio.gather(syncer, return_exceptions=True)
     except (asyncio.CancelledError, kopf.TemporaryError):
         raise
     except Exception as error:
         # kopf restarts a daemon that raises a temporary error: a crashed syncer comes back.
         raise kopf.TemporaryError(f"the syncer stopped: {error}", delay=10) from error
     finally:
-        await report(False, "the syncer is stopped while the tenant is not Ready")
-
-
-def _state_pool() -> SyncerPool:
-    return _state["pool"]  # type: ignore[no-any-return]
+        if syncer is not None and not syncer.done():
+            syncer.cancel()
+            await asyncio.gather(syncer, return_exceptions=True)
+        await report(False, "the syncer is stopped: the Tenant is suspended, deleted or not provisioned")
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
-async def deleted(body: kopf.Body, name: str, patch: kopf.Patch, **_: Any) -> None:
+async def deleted(body: kopf.Body, name: str, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
     """Remove everything Stockade created for the tenant, workloads first, then drop the finalizer."""
     patch.status["phase"] = "Deleting"
-    waiting = await reconciler().cleanup(name)
+    waiting = await reconciler(memo).cleanup(name)
     if waiting:
         raise kopf.TemporaryError(waiting, delay=3)

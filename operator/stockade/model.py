@@ -380,8 +380,7 @@ class TenantSpec(Model):
     admins: AdminsSpec = Field(default_factory=AdminsSpec)
     suspended: bool = Field(False, description="Scale the control plane to zero and stop syncing; all data is kept.")
 
-
-# -- status -------------------------------------------------------------------------------------
+    # -- status -------------------------------------------------------------------------------------
 
     def runtime_classes(self, default: str) -> tuple[str, str]:
         """(control plane, workloads): each part's sandbox RuntimeClass, else the operator's `default`."""

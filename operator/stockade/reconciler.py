@@ -460,9 +460,7 @@ class TenantReconciler:
             kind = "Normal" if condition.status == "True" else "Warning"
             await events(kind, condition.reason, f"{condition.type}={condition.status}: {condition.message}")
         patch = {"status": {k: new_wire.get(k) for k in set(old_wire) | set(new_wire)}}
-        await self.kube.patch_merge(
-            API_VERSION, KIND, body["metadata"]["name"], patch, subresource="status"
-        )
+        await self.kube.patch_merge(API_VERSION, KIND, body["metadata"]["name"], patch, subresource="status")
 
     async def set_condition(self, name: str, check: st.Check, events: EventSink) -> None:
         """Set one condition owned by someone else than the pass (e.g. the syncer's health)."""

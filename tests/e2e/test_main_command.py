@@ -26,6 +26,7 @@ def test_stockade_up_brings_the_example_tenant_to_ready_and_restores_the_host() 
     layout = Layout.from_env()
     assert not layout.state.exists(), "a local super cluster is already up: run `e2e/cluster down` first"
     links_before = set(host.links())
+    limits_before = {key: (host.PROC_SYS / key).read_text() for key in host.SYSCTL_MINIMUMS}
     owner = uuid.uuid4().hex
     run = subprocess.run(
         [sys.executable, "-m", "stockade.cli", "up", "--local", "--once", "--timeout", "480"],
@@ -38,6 +39,9 @@ def test_stockade_up_brings_the_example_tenant_to_ready_and_restores_the_host() 
                  "starting the operator", "applying Tenant team-a"):  # fmt: skip
         assert step in out, step
     assert "Ready=True" in out and "sandbox RuntimeClass gvisor" in out
+    for key, minimum in host.SYSCTL_MINIMUMS.items():  # raised while it ran, if they were lower
+        name = key.replace("/", ".")
+        assert (f"raised {name} from" in out) == (int(limits_before[key]) < minimum), out
     kubeconfig_path = STATE_DIR / "team-a.kubeconfig"
     kubeconfig = yaml.safe_load(kubeconfig_path.read_text())
     assert kubeconfig["users"][0]["name"] == "team-a-admin"
@@ -48,3 +52,4 @@ def test_stockade_up_brings_the_example_tenant_to_ready_and_restores_the_host() 
     assert BRIDGE not in host.links() and set(host.links()) == links_before
     assert not any(Path(p).exists() for p in layout.owned_paths())
     assert not host.snapshot_path(layout).exists()
+    assert {key: (host.PROC_SYS / key).read_text() for key in host.SYSCTL_MINIMUMS} == limits_before

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import json
 import tarfile
 from pathlib import Path
+from typing import Any
 
-from stockade_dev.localcluster import images
+import pytest
+
+from stockade_dev.localcluster import host, images
 from stockade_dev.localcluster import node as n
 from stockade_dev.localcluster.host import HostSnapshot
 
@@ -135,3 +139,41 @@ def test_hosts_entries_are_added_once_and_removed(tmp_path: Path) -> None:
     assert hosts.read_text().count("a.local") == 1
     host.remove_hosts_entries(hosts)
     assert hosts.read_text() == "127.0.0.1 localhost\n"
+
+
+def fake_proc_sys(tmp_path: Path, values: dict[str, str]) -> Path:
+    for key, value in values.items():
+        (tmp_path / key).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / key).write_text(f"{value}\n")
+    return tmp_path
+
+
+def test_inotify_limits_are_raised_only_when_lower(tmp_path: Path) -> None:
+    low = fake_proc_sys(tmp_path / "low", {**{k: "0" for k in host.SYSCTLS}, "fs/inotify/max_user_instances": "128",
+                                           "fs/inotify/max_user_watches": "999999"})  # fmt: skip
+    raised = host.apply_sysctls(low)
+    assert raised == {"fs/inotify/max_user_instances": (128, host.SYSCTL_MINIMUMS["fs/inotify/max_user_instances"])}
+    assert (low / "fs/inotify/max_user_instances").read_text() == str(
+        host.SYSCTL_MINIMUMS["fs/inotify/max_user_instances"]
+    )
+    assert (low / "fs/inotify/max_user_watches").read_text() == "999999\n"  # higher already: left alone
+    assert (low / "net/ipv4/ip_forward").read_text() == "1"
+
+
+def test_a_limit_that_cannot_be_raised_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = fake_proc_sys(tmp_path, {**{k: "0" for k in host.SYSCTLS}, "fs/inotify/max_user_instances": "128",
+                                    "fs/inotify/max_user_watches": "999999"})  # fmt: skip
+    write = Path.write_text
+
+    def read_only(self: Path, text: str, *args: Any, **kwargs: Any) -> int:
+        if self.name == "max_user_instances":  # as in a container, where /proc/sys is read-only
+            raise OSError(errno.EROFS, "Read-only file system")
+        return write(self, text, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", read_only)
+    with pytest.raises(
+        host.HostLimitError,
+        match=r"fs\.inotify\.max_user_instances is 128, below the 1024 .*"
+        r"Read-only file system.*sysctl -w fs\.inotify\.max_user_instances=1024",
+    ):
+        host.apply_sysctls(root)

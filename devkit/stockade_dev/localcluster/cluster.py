@@ -162,7 +162,12 @@ class SuperCluster:
         for path in (layout.state, layout.run, layout.logs, layout.volumes):
             path.mkdir(parents=True, exist_ok=True)
         host.seal_mount(layout.volumes)
-        host.apply_sysctls()
+        try:
+            raised = host.apply_sysctls()
+        except host.HostLimitError as error:
+            raise LocalClusterError(str(error)) from None
+        for key, (before, after) in raised.items():
+            self.out(f"raised {key.replace('/', '.')} from {before} to {after} (restored on teardown)")
         ip = host_ip()
 
         step = Step("control plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler", self.out)

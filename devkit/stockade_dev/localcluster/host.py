@@ -28,6 +28,20 @@ SYSCTLS = {
     "net/bridge/bridge-nf-call-iptables": "1",
     "net/bridge/bridge-nf-call-ip6tables": "1",
 }
+# Raised to at least these while the cluster runs (never lowered): the kubelet, containerd's CRI
+# plugin, kube-proxy, CoreDNS and every control plane each take inotify instances, and with other
+# Kubernetes processes on the machine Debian's default of 128 runs out ("too many open files").
+SYSCTL_MINIMUMS = {
+    "fs/inotify/max_user_instances": 1024,
+    "fs/inotify/max_user_watches": 524288,
+}
+PROC_SYS = Path("/proc/sys")
+
+
+class HostLimitError(Exception):
+    """A kernel setting the cluster needs is too low and cannot be raised here."""
+
+
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 # kubelet's pod cgroups (cgroupfs driver): everything below them belongs to the cluster.
 POD_CGROUP = "kubepods"
@@ -92,7 +106,7 @@ def take_snapshot(layout: Layout) -> HostSnapshot:
         return existing
     taken = HostSnapshot(
         nft_tables=nft_tables(),
-        sysctls={key: Path("/proc/sys", key).read_text().strip() for key in SYSCTLS},
+        sysctls={key: (PROC_SYS / key).read_text().strip() for key in [*SYSCTLS, *SYSCTL_MINIMUMS]},
         netns=names_in(NETNS_DIR),
         links=links(),
         ipsets=ipsets(),
@@ -103,9 +117,27 @@ def take_snapshot(layout: Layout) -> HostSnapshot:
     return taken
 
 
-def apply_sysctls() -> None:
+def apply_sysctls(root: Path = PROC_SYS) -> dict[str, tuple[int, int]]:
+    """Set SYSCTLS, and raise each of SYSCTL_MINIMUMS that is lower (restored on teardown from the
+    snapshot). Returns what was raised: {key: (before, after)}. A limit that stays too low is a
+    `HostLimitError` naming the setting, its value and the command that fixes it."""
     for key, value in SYSCTLS.items():
-        Path("/proc/sys", key).write_text(value)
+        (root / key).write_text(value)
+    raised: dict[str, tuple[int, int]] = {}
+    for key, minimum in SYSCTL_MINIMUMS.items():
+        current = int((root / key).read_text().split()[0])
+        if current >= minimum:
+            continue
+        try:
+            (root / key).write_text(str(minimum))
+        except OSError as error:
+            name = key.replace("/", ".")
+            raise HostLimitError(
+                f"{name} is {current}, below the {minimum} the local cluster needs, and cannot be raised here "
+                f"({error.strerror}); as root on the host: sysctl -w {name}={minimum}"
+            ) from None
+        raised[key] = (current, minimum)
+    return raised
 
 
 # -- teardown --------------------------------------------------------------------------------------

@@ -162,7 +162,7 @@ class TenantSyncer:
             await asyncio.gather(*tasks, *self._tasks, return_exceptions=True)
             self.queue.forget(self.tenant)
 
-    async def wait_synced(self, timeout: float = 60) -> None:
+    async def wait_synced(self, timeout: float | None = 60) -> None:
         await asyncio.wait_for(asyncio.gather(*(i.synced.wait() for i in self.informers)), timeout)
 
     def synced(self) -> bool:

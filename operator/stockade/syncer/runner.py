@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,6 +19,46 @@ from stockade.syncer.context import NetGate, TenantContext, parse_bytes
 from stockade.syncer.engine import SyncerPool, TenantSyncer
 
 WORKLOAD_SYNC_READY = "WorkloadSyncReady"
+HEALTHY_MESSAGE = "tenant and super API servers are watched"
+
+log = logging.getLogger("stockade.syncer")
+
+
+class HealthReporter:
+    """Carries the syncer's health to the Tenant (`report` writes the WorkloadSyncReady condition).
+
+    Only the latest state matters, so states are coalesced; a failed write (the super API server
+    away, a conflict) is retried with backoff with the then-latest state, and never ends the
+    forwarding: the condition cannot stick at a state the syncer has left."""
+
+    def __init__(
+        self, report: Callable[[bool, str], Awaitable[None]], *, first_retry: float = 1.0, max_retry: float = 30.0
+    ) -> None:
+        self._report = report
+        self._first_retry, self._max_retry = first_retry, max_retry
+        self._latest: tuple[bool, str] | None = None
+        self._changed = asyncio.Event()
+
+    def put(self, ok: bool, message: str) -> None:
+        self._latest = (ok, message or HEALTHY_MESSAGE)
+        self._changed.set()
+
+    async def run(self) -> None:
+        delay = self._first_retry
+        while True:
+            await self._changed.wait()
+            self._changed.clear()
+            assert self._latest is not None
+            ok, message = self._latest
+            try:
+                await self._report(ok, message)
+            except Exception as error:
+                log.warning("cannot report the syncer's health (retry in %.0fs): %s", delay, error)
+                self._changed.set()  # the latest state is still to be written
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self._max_retry)
+            else:
+                delay = self._first_retry
 
 
 def tenant_context(
@@ -88,7 +129,7 @@ async def run_tenant_syncer(
     kubeconfig["clusters"][0]["cluster"]["server"] = tenant_server or f"https://{cluster_ip}:{naming.APISERVER_PORT}"
     credentials = Credentials.from_kubeconfig(kubeconfig)
     tenant_kube = KubeClient(credentials)
-    reports: asyncio.Queue[tuple[bool, str]] = asyncio.Queue()
+    reporter = HealthReporter(report)
 
     netgate = None
     if netgate_image:
@@ -101,24 +142,20 @@ async def run_tenant_syncer(
         credentials.ca_pem,
         pool.queue,
         capacity=capacity(spec),
-        on_health=lambda ok, message: reports.put_nowait((ok, message)),
+        on_health=reporter.put,
     )
 
-    async def forward_reports() -> None:
-        while True:
-            ok, message = await reports.get()
-            await report(ok, message or "tenant and super API servers are watched")
-
     async def report_first_sync() -> None:
-        await syncer.wait_synced(timeout=3600)
-        await report(True, "tenant and super API servers are watched")
+        await syncer.wait_synced(timeout=None)
+        reporter.put(True, "")
 
     pool.syncers[name] = syncer
-    helpers = [asyncio.create_task(forward_reports()), asyncio.create_task(report_first_sync())]
+    helpers = [asyncio.create_task(reporter.run()), asyncio.create_task(report_first_sync())]
     try:
         await syncer.run()
     finally:
         for helper in helpers:
             helper.cancel()
+        await asyncio.gather(*helpers, return_exceptions=True)
         pool.syncers.pop(name, None)
         await tenant_kube.close()

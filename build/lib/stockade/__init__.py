@@ -1,1 +1,0 @@
-"""Stockade: hard multi-tenancy for Kubernetes."""

@@ -1,1 +1,0 @@
-"""The syncer: tenant workloads mirrored into the super cluster, their status mirrored back."""
