@@ -172,6 +172,20 @@ class Credentials:
         return self.token
 
 
+# A throttled request (429) is retried this many times, after the server's Retry-After (capped).
+THROTTLE_RETRIES = 5
+MAX_RETRY_AFTER_SECONDS = 10.0
+
+
+def retry_after(header: str | None) -> float:
+    """Seconds to wait from a Retry-After header (seconds; a date or garbage counts as 1 s)."""
+    try:
+        seconds = float(header) if header is not None else 1.0
+    except ValueError:
+        seconds = 1.0
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
+
+
 class KubeClient:
     """One API server. Use `async with KubeClient(credentials) as kube:`."""
 
@@ -218,22 +232,29 @@ class KubeClient:
         timeout: float | None = None,
     ) -> Any:
         data = None if body is None else json.dumps(body)
-        async with self.session.request(
-            method,
-            self.credentials.server + path,
-            data=data,
-            params=params,
-            headers=self._headers(content_type if data is not None else None),
-            timeout=aiohttp.ClientTimeout(total=timeout or self.timeout),
-        ) as response:
-            text = await response.text()
-            try:
-                payload = json.loads(text) if text else None
-            except json.JSONDecodeError:
-                payload = text
-            if response.status >= 400:
-                raise ApiError(response.status, payload, method, path)
-            return payload
+        for attempt in range(THROTTLE_RETRIES + 1):
+            async with self.session.request(
+                method,
+                self.credentials.server + path,
+                data=data,
+                params=params,
+                headers=self._headers(content_type if data is not None else None),
+                timeout=aiohttp.ClientTimeout(total=timeout or self.timeout),
+            ) as response:
+                text = await response.text()
+                try:
+                    payload = json.loads(text) if text else None
+                except json.JSONDecodeError:
+                    payload = text
+                if response.status == 429 and attempt < THROTTLE_RETRIES:
+                    # API Priority and Fairness: the server says when to come back.
+                    delay = retry_after(response.headers.get("Retry-After"))
+                elif response.status >= 400:
+                    raise ApiError(response.status, payload, method, path)
+                else:
+                    return payload
+            await asyncio.sleep(delay)
+        raise AssertionError("unreachable")  # the last attempt returns or raises
 
     # -- verbs -------------------------------------------------------------------------------
 

@@ -45,19 +45,27 @@ class SyncerThread:
         self._pool_task = asyncio.create_task(self.pool.run())
 
     def add(self, tenant: TenantUnderTest, **kwargs: Any) -> TenantSyncer:
+        return self.start(tenant.context(), tenant.syncer_credentials(), tenant.plane.ca_pem, **kwargs)
+
+    def start(
+        self, ctx: TenantContext, credentials: Credentials, ca_pem: bytes, *, wait: bool = True, **kwargs: Any
+    ) -> TenantSyncer:
+        """A syncer for tenant `ctx.tenant` whose API server is at `credentials.server`."""
+
         async def start() -> TenantSyncer:
             super_kube = KubeClient(self.super_credentials)
-            tenant_kube = KubeClient(tenant.syncer_credentials())
-            self.health.setdefault(tenant.name, [])
+            tenant_kube = KubeClient(credentials)
+            self.health.setdefault(ctx.tenant, [])
             syncer = TenantSyncer(
-                tenant.context(), super_kube, tenant_kube, tenant.plane.ca_pem, self.pool.queue,
+                ctx, super_kube, tenant_kube, ca_pem, self.pool.queue,
                 capacity={"cpu": "16", "memory": "32Gi", "pods": "110"},
-                on_health=lambda ok, message: self.health[tenant.name].append((ok, message)),
+                on_health=lambda ok, message: self.health[ctx.tenant].append((ok, message)),
                 **kwargs,
             )  # fmt: skip
-            self.pool.syncers[tenant.name] = syncer
-            self.tasks[tenant.name] = asyncio.create_task(syncer.run())
-            await syncer.wait_synced()
+            self.pool.syncers[ctx.tenant] = syncer
+            self.tasks[ctx.tenant] = asyncio.create_task(syncer.run())
+            if wait:
+                await syncer.wait_synced()
             return syncer
 
         return self.call(start())  # type: ignore[no-any-return]

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
+import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -17,7 +20,11 @@ from prometheus_client import REGISTRY
 
 from stockade import naming
 from stockade.kube import Credentials
+from stockade.model import TenantSpec
 from stockade.syncer import translate as tr
+from stockade.syncer.kinds import volumes
+from stockade.syncer.runner import tenant_context
+from stockade.syncer.translate import super_name
 from stockade_dev.testbed import LocalControlPlane, find_binary
 from tests.helpers import eventually
 from tests.integration.conftest import service_account_kubeconfig
@@ -540,3 +547,151 @@ def test_persistent_volume_claims_down_and_bound_up(tenant_a: TenantUnderTest, s
     tenant_core.delete_namespaced_persistent_volume_claim("data", "storage")
     eventually(lambda: gone(lambda: tenant_core.read_persistent_volume(f"pv-{name}")), 60, what="tenant volume removed")
     eventually(lambda: gone(lambda: super_core.read_namespaced_persistent_volume_claim(name, ns)), 60)
+
+
+# -- forced failures -------------------------------------------------------------------------
+
+
+class DeafServer:
+    """Accepts TCP connections on loopback and never answers a byte (bounded: closed at the end)."""
+
+    def __init__(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.listener.settimeout(0.2)
+        self.port = self.listener.getsockname()[1]
+        self.held: list[socket.socket] = []
+        self.stopping = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                connection, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            self.held.append(connection)
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.thread.join(5)
+        for connection in [*self.held, self.listener]:
+            connection.close()
+
+
+@pytest.fixture
+def deaf_server() -> Iterator[DeafServer]:
+    server = DeafServer()
+    yield server
+    server.close()
+
+
+def seconds_to_sync(super_client: client.ApiClient, tenant: TenantUnderTest, name: str) -> float:
+    started = time.monotonic()
+    make_pod(tenant, "beside-deaf", name)
+    wait_super_pod(super_client, tenant, "beside-deaf", name, 60)
+    return time.monotonic() - started
+
+
+def test_a_tenant_whose_api_server_never_answers_costs_the_others_nothing(
+    tenant_a: TenantUnderTest, super_client: client.ApiClient, syncers: SyncerThread, deaf_server: DeafServer
+) -> None:
+    baseline = seconds_to_sync(super_client, tenant_a, "before")
+    # A second tenant whose super side has work queued (its synced objects), and whose API server
+    # accepts connections and never answers: its informers never list.
+    deaf = "deaf"
+    core = client.CoreV1Api(super_client)
+    core.create_namespace({"metadata": {"name": naming.workloads_namespace(deaf)}})
+    for i in range(3 * syncers.pool.workers):
+        core.create_namespaced_config_map(naming.workloads_namespace(deaf), {"metadata": {
+            "name": super_name("app", f"c{i}"),
+            "labels": {naming.LABEL_TENANT: deaf, naming.LABEL_SYNCED: "true"},
+            "annotations": {naming.ANNOTATION_NAMESPACE: "app", naming.ANNOTATION_NAME: f"c{i}",
+                            naming.ANNOTATION_UID: f"u{i}"},
+        }})  # fmt: skip
+    credentials = dataclasses.replace(tenant_a.syncer_credentials(), server=f"https://127.0.0.1:{deaf_server.port}")
+    ctx = tenant_context(deaf, TenantSpec(), "kata", "127.0.0.1", apiserver_port=deaf_server.port)
+    deaf_syncer = syncers.start(ctx, credentials, tenant_a.plane.ca_pem, wait=False)
+    try:
+        # Positive control: the deaf tenant's keys are being handled (and re-queued, not dropped).
+        def deaf_keys_cycling() -> Any:
+            waits = dict(deaf_syncer._waits)
+            return waits if len(waits) >= 3 * syncers.pool.workers and max(waits.values()) >= 3 else None
+
+        eventually(deaf_keys_cycling, 30, what="the deaf tenant's keys looked at and re-queued")
+        assert not deaf_syncer.synced()
+        beside = [seconds_to_sync(super_client, tenant_a, f"beside-{i}") for i in range(3)]
+        # Before workers stopped waiting, each of these took a worker-blocking 60 s per deaf key.
+        assert max(beside) < max(5.0, 5 * baseline), (baseline, beside)
+        assert len(deaf_server.held) >= 1  # it really was connected to, and never answered
+    finally:
+        syncers.remove(deaf)
+
+
+def test_a_refused_volume_record_is_retried_until_it_is_written(
+    tenant_a: TenantUnderTest, super_client: client.ApiClient
+) -> None:
+    """The tenant API server refuses the syncer's PersistentVolume for a while (an admission policy
+    in the tenant): the claim is retried with backoff, and bound once the refusal is lifted."""
+    admission = client.AdmissionregistrationV1Api(tenant_a.superuser)
+    policy = "refuse-volume-records"
+    volume_creates = {
+        "apiGroups": [""],
+        "apiVersions": ["v1"],
+        "operations": ["CREATE"],
+        "resources": ["persistentvolumes"],
+    }
+    admission.create_validating_admission_policy({
+        "metadata": {"name": policy},
+        "spec": {"failurePolicy": "Fail",
+                 "matchConstraints": {"resourceRules": [volume_creates]},
+                 "validations": [{"expression": "!object.metadata.name.startsWith('pv-')",
+                                  "message": "volume records are refused for now"}]},
+    })  # fmt: skip
+    admission.create_validating_admission_policy_binding(
+        {"metadata": {"name": policy}, "spec": {"policyName": policy, "validationActions": ["Deny"]}}
+    )
+    tenant_core = client.CoreV1Api(tenant_a.superuser)
+    try:
+        ensure_namespace(tenant_a, "refused-storage")
+        claim = {"metadata": {"name": "data"},
+                 "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}}}  # fmt: skip
+        # Positive control first: the policy really refuses such a volume (once the API server has it).
+        probe = {"metadata": {"name": "pv-probe"}, "spec": {
+            "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
+            "csi": {"driver": volumes.VOLUME_DRIVER, "volumeHandle": "probe"}}}  # fmt: skip
+
+        def probe_refused() -> bool:
+            try:
+                tenant_core.create_persistent_volume(probe)
+            except ApiException as error:
+                return "volume records are refused" in str(error.body)
+            tenant_core.delete_persistent_volume("pv-probe")
+            return False
+
+        eventually(probe_refused, 30, what="the refusal in force")
+        tenant_core.create_namespaced_persistent_volume_claim("refused-storage", claim)
+        super_core = client.CoreV1Api(super_client)
+        name, ns = super_name("refused-storage", "data"), tenant_a.workloads_namespace
+        eventually(lambda: super_core.read_namespaced_persistent_volume_claim(name, ns), 30)
+        super_core.patch_namespaced_persistent_volume_claim(name, ns, {"spec": {"volumeName": "pvc-refused"}})
+        super_core.patch_namespaced_persistent_volume_claim_status(
+            name, ns, {"status": {"phase": "Bound", "accessModes": ["ReadWriteOnce"], "capacity": {"storage": "1Gi"}}}
+        )
+        time.sleep(4)  # several refused attempts (0.5 s, 1 s, 2 s backoff)
+        record = volumes.tenant_volume_name("refused-storage", "data")
+        with pytest.raises(client.ApiException) as missing:
+            tenant_core.read_persistent_volume(record)
+        assert missing.value.status == 404
+    finally:
+        admission.delete_validating_admission_policy_binding(policy)
+        admission.delete_validating_admission_policy(policy)
+    # Lifted: the next retry writes the record, and the tenant's own binder binds the claim.
+    eventually(lambda: tenant_core.read_persistent_volume(record), 60, what="volume record written after the refusal")
+
+    def bound() -> bool:
+        return bool(
+            tenant_core.read_namespaced_persistent_volume_claim("data", "refused-storage").status.phase == "Bound"
+        )
+
+    eventually(bound, 60, what="tenant claim bound")
