@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help venv testbin e2e-deps run test unit integration e2e cluster-up cluster-down lint crds bench bench-startup
+.PHONY: help venv testbin e2e-deps run test unit integration e2e cluster-up cluster-down lint crds bench bench-startup soak
 
 help:
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -60,3 +60,7 @@ bench: venv testbin ## Syncer benchmark: 20 tenants x 250 pods (ARGS="--tenants 
 bench-startup: venv testbin e2e-deps ## Start-up benchmark on a fresh local super cluster (results in bench/results/startup.json)
 	e2e/cluster up
 	KUBECONFIG=/var/lib/stockade-local/admin.kubeconfig $(PY) bench/startup_bench.py $(ARGS); rc=$$?; e2e/cluster down; exit $$rc
+
+soak: venv testbin e2e-deps ## Chaos soak on a fresh local super cluster, bounded (ARGS="--tenants 2 --minutes 8"; results in bench/results/soak.json)
+	e2e/cluster up
+	KUBECONFIG=/var/lib/stockade-local/admin.kubeconfig $(PY) bench/soak.py $(ARGS); rc=$$?; e2e/cluster down; exit $$rc

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from stockade import naming
 from stockade.syncer import translate as tr
 from stockade.syncer.kinds.base import REJECTED_REASON
+from stockade.syncer.runner import WORKLOAD_SYNC_READY
 from stockade_dev.testbed.binaries import pinned_versions
 from stockade_dev.testbed.kubectl import Kubectl, KubectlError
 from tests.e2e.conftest import Decoy, Operator, Tenant, create_tenant
@@ -116,6 +118,37 @@ def test_scaling_converges_both_ways(alpha: Tenant, super_kubectl: Kubectl) -> N
     eventually(lambda: len(pods(super_kubectl, alpha.workloads_namespace, SUPER_WEB)) == 1, timeout=120, interval=2,
                what="super pods scaled to 1")  # fmt: skip
     assert len(running(pods(alpha.kubectl, APP_NAMESPACE, "app=web"))) == 1
+
+
+def test_the_syncer_survives_a_flapping_readiness(alpha: Tenant, super_kubectl: Kubectl) -> None:
+    """A pass that finds /readyz slow writes Ready=False; the syncer must not stop (and list every
+    object again) for it. Three flaps, a pod created during each: all synced, and WorkloadSyncReady
+    never left True (a stopped syncer reports False on its way out)."""
+
+    def synced(name: str) -> bool:
+        items = super_kubectl.json("get", "pods", "-n", alpha.workloads_namespace)["items"]
+        return any((p["metadata"].get("annotations") or {}).get(naming.ANNOTATION_NAME) == name for p in items)
+
+    synced_before = alpha.condition(WORKLOAD_SYNC_READY)
+    assert synced_before.get("status") == "True", synced_before
+    for flap in range(3):
+        conditions = [
+            {**c, "status": "False", "reason": "ControlPlaneUnavailable", "message": "/readyz: timed out after 10s"}
+            if c["type"] == "Ready" else c
+            for c in alpha.get()["status"]["conditions"]
+        ]  # fmt: skip
+        super_kubectl("patch", "tenant", alpha.name, "--subresource=status", "--type=merge",
+                      "-p", json.dumps({"status": {"conditions": conditions}}))  # fmt: skip
+        assert alpha.condition("Ready")["status"] == "False"  # the flap happened
+        name = f"during-flap-{flap}"
+        apply(alpha.kubectl, pod(name, "sleep 1"))
+        eventually(lambda name=name: synced(name), timeout=60, what=f"pod {name} synced while Ready=False")
+    alpha.wait_ready()  # the operator's next pass writes the truth back
+    synced_after = alpha.condition(WORKLOAD_SYNC_READY)
+    assert synced_after["status"] == "True"
+    assert synced_after["lastTransitionTime"] == synced_before["lastTransitionTime"], (synced_before, synced_after)
+    for flap in range(3):
+        alpha.kubectl("delete", "pod", f"during-flap-{flap}", "-n", APP_NAMESPACE, "--wait=false")
 
 
 def test_privileged_and_host_path_pods_are_refused_with_a_clear_message(alpha: Tenant, super_kubectl: Kubectl) -> None:

@@ -674,11 +674,17 @@ def test_a_refused_volume_record_is_retried_until_it_is_written(
         super_core = client.CoreV1Api(super_client)
         name, ns = super_name("refused-storage", "data"), tenant_a.workloads_namespace
         eventually(lambda: super_core.read_namespaced_persistent_volume_claim(name, ns), 30)
-        super_core.patch_namespaced_persistent_volume_claim(name, ns, {"spec": {"volumeName": "pvc-refused"}})
-        super_core.patch_namespaced_persistent_volume_claim_status(
-            name, ns, {"status": {"phase": "Bound", "accessModes": ["ReadWriteOnce"], "capacity": {"storage": "1Gi"}}}
-        )
-        time.sleep(4)  # several refused attempts (0.5 s, 1 s, 2 s backoff)
+        # A volume for it in the super cluster, pre-bound: the super cluster's own binder binds the claim.
+        super_core.create_persistent_volume({"metadata": {"name": "pvc-refused"}, "spec": {
+            "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"], "persistentVolumeReclaimPolicy": "Retain",
+            "csi": {"driver": "test.stockade.dev", "volumeHandle": "refused"},
+            "claimRef": {"namespace": ns, "name": name}}})  # fmt: skip
+
+        def super_bound() -> bool:
+            return bool(super_core.read_namespaced_persistent_volume_claim(name, ns).status.phase == "Bound")
+
+        eventually(super_bound, 60, what="super claim bound by the super cluster's binder")
+        time.sleep(4)  # several refused attempts (0.5 s, 1 s, 2 s backoff, and the patrol)
         record = volumes.tenant_volume_name("refused-storage", "data")
         with pytest.raises(client.ApiException) as missing:
             tenant_core.read_persistent_volume(record)
