@@ -27,7 +27,6 @@ import os
 import random
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -42,7 +41,7 @@ from stockade_dev.localcluster.cluster import NETGATE_IMAGE, WORKLOAD_IMAGE
 from stockade_dev.localcluster.cluster import RESTRICTED_SECURITY_CONTEXT as RESTRICTED
 from stockade_dev.testbed.kubectl import Kubectl, KubectlError
 from stockade_dev.testbed.operator_process import operator_process
-from stockade_dev.up import install_stockade, operator_kubeconfig
+from stockade_dev.up import install_for_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
 NAMESPACE = "churn"
@@ -238,13 +237,7 @@ def main() -> int:
     parser.add_argument("--runtime-class", default="gvisor")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "soak.json")
     args = parser.parse_args()
-    super_kubeconfig = Path(os.environ.get("KUBECONFIG", ""))
-    if not super_kubeconfig.is_file():
-        raise SystemExit("error: KUBECONFIG names no cluster; run `e2e/cluster up` and export KUBECONFIG")
-    super_kubectl = Kubectl(super_kubeconfig)
-    install_stockade(super_kubectl)
-    folder = Path(tempfile.mkdtemp(prefix="stockade-soak-"))
-    op_kubeconfig = operator_kubeconfig(super_kubectl, yaml.safe_load(super_kubeconfig.read_text()), folder / "op")
+    super_kubectl, folder, op_kubeconfig = install_for_benchmark("soak")
 
     def new_operator() -> Any:
         process = operator_process(op_kubeconfig, folder / "operator.log", "soak", resync_seconds=5,
@@ -274,7 +267,7 @@ def main() -> int:
 
             wait(ready, 600, f"Tenant {name} Ready", interval=2)
             kubeconfig = folder / f"{name}.kubeconfig"
-            env = {**os.environ, "KUBECONFIG": str(super_kubeconfig)}
+            env = {**os.environ, "KUBECONFIG": str(super_kubectl.kubeconfig)}
             command = [sys.executable, "-m", "stockade.cli", "kubeconfig", name, "-o", str(kubeconfig)]
             subprocess.run(command, check=True, capture_output=True, env=env)
             kubectl = Kubectl(kubeconfig)

@@ -20,7 +20,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from stockade_dev.localcluster.node import NODE_NAME
 from stockade_dev.testbed import LocalControlPlane
 from stockade_dev.testbed.kubectl import Kubectl, KubectlError
 from stockade_dev.testbed.operator_process import operator_process
-from stockade_dev.up import install_stockade, operator_kubeconfig
+from stockade_dev.up import install_for_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -150,13 +149,7 @@ def main() -> int:
     parser.add_argument("--runtime-class", default="gvisor")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "startup.json")
     args = parser.parse_args()
-    super_kubeconfig = Path(os.environ.get("KUBECONFIG", ""))
-    if not super_kubeconfig.is_file():
-        raise SystemExit("error: KUBECONFIG names no cluster; run `e2e/cluster up` and export KUBECONFIG")
-    super_kubectl = Kubectl(super_kubeconfig)
-    install_stockade(super_kubectl)
-    folder = Path(tempfile.mkdtemp(prefix="stockade-bench-"))
-    op_kubeconfig = operator_kubeconfig(super_kubectl, yaml.safe_load(super_kubeconfig.read_text()), folder / "op")
+    super_kubectl, folder, op_kubeconfig = install_for_benchmark("bench")
     operator = operator_process(
         op_kubeconfig, folder / "operator.log", "bench", resync_seconds=5, runtime_class=args.runtime_class,
         netgate_image=NETGATE_IMAGE,

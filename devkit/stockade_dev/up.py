@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -87,6 +88,19 @@ def follow(kubectl: Kubectl, tenant: str, timeout: float) -> dict[str, Any]:
             return obj
         time.sleep(1)
     raise KubectlError(f"Tenant {tenant} not Ready within {timeout:.0f}s; see `kubectl describe tenant {tenant}`")
+
+
+def install_for_benchmark(prefix: str) -> tuple[Kubectl, Path, Path]:
+    """Stockade installed on the cluster $KUBECONFIG names (the local one for the benchmarks), a
+    scratch folder, and a kubeconfig for the operator's ServiceAccount in it."""
+    super_kubeconfig = Path(os.environ.get("KUBECONFIG", ""))
+    if not super_kubeconfig.is_file():
+        raise SystemExit("error: KUBECONFIG names no cluster; run `e2e/cluster up` and export KUBECONFIG")
+    kubectl = Kubectl(super_kubeconfig)
+    install_stockade(kubectl)
+    folder = Path(tempfile.mkdtemp(prefix=f"stockade-{prefix}-"))
+    kubeconfig = operator_kubeconfig(kubectl, yaml.safe_load(super_kubeconfig.read_text()), folder / "op")
+    return kubectl, folder, kubeconfig
 
 
 def current_kubeconfig() -> Path | None:

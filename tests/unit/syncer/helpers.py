@@ -13,3 +13,18 @@ def tenant_context(**overrides: Any) -> TenantContext:
         "apiserver_port": 6443, "default_requests": {}, "default_limits": {}, "virtual_node": "stockade-t",
     }  # fmt: skip
     return TenantContext(**{**values, **overrides})
+
+
+# The baseline-level context most translation tests use.
+CTX = tenant_context(
+    pod_security="baseline", default_requests={"cpu": "100m", "memory": "128Mi"},
+    default_limits={"cpu": "1", "memory": "512Mi"},
+)  # fmt: skip
+
+
+def pod(spec: dict[str, Any] | None = None, **meta: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "p", "namespace": "ns", "uid": "u1", **meta},
+        "spec": spec or {"containers": [{"name": "c", "image": "i"}]},
+    }  # fmt: skip

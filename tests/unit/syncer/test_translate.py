@@ -2,26 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from stockade import naming
-from stockade.syncer import context
 from stockade.syncer import translate as tr
 from stockade.syncer.kinds import pod_spec, volumes
-
-CTX = context.TenantContext(
-    tenant="t", runtime_class="kata", pod_security="baseline", apiserver_host="10.96.0.10", apiserver_port=6443,
-    default_requests={"cpu": "100m", "memory": "128Mi"}, default_limits={"cpu": "1", "memory": "512Mi"},
-    virtual_node="stockade-t",
-)  # fmt: skip
-
-
-def pod(spec: dict[str, Any] | None = None, **meta: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "p", "namespace": "ns", "uid": "u1", **meta},
-        "spec": spec or {"containers": [{"name": "c", "image": "i"}]},
-    }  # fmt: skip
+from tests.unit.syncer.helpers import CTX, pod
 
 
 def test_super_names_are_short_unique_and_stable() -> None:

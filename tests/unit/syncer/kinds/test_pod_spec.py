@@ -10,26 +10,13 @@ from stockade import naming
 from stockade.syncer import context
 from stockade.syncer import translate as tr
 from stockade.syncer.kinds import pod_spec
-
-CTX = context.TenantContext(
-    tenant="t", runtime_class="kata", pod_security="baseline", apiserver_host="10.96.0.10", apiserver_port=6443,
-    default_requests={"cpu": "100m", "memory": "128Mi"}, default_limits={"cpu": "1", "memory": "512Mi"},
-    virtual_node="stockade-t",
-)  # fmt: skip
+from tests.unit.syncer.helpers import CTX, pod
 
 GATE = context.NetGate("netgate:1", deny=("10.0.0.1:443",), allow=("10.96.0.10:6443",))
 SEALED = context.TenantContext(
     **{**CTX.__dict__, "netgate": GATE, "node_selector": {"pool": "tenants"},
        "tolerations": ({"key": "tenants", "operator": "Exists", "effect": "NoSchedule"},)}
 )  # fmt: skip
-
-
-def pod(spec: dict[str, Any] | None = None, **meta: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "p", "namespace": "ns", "uid": "u1", **meta},
-        "spec": spec or {"containers": [{"name": "c", "image": "i"}]},
-    }  # fmt: skip
 
 
 def test_pod_translation_forces_the_sandbox_and_hides_the_super_cluster() -> None:

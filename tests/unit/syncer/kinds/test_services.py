@@ -2,24 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from stockade.syncer import context
 from stockade.syncer.kinds import pod_spec, services
-
-CTX = context.TenantContext(
-    tenant="t", runtime_class="kata", pod_security="baseline", apiserver_host="10.96.0.10", apiserver_port=6443,
-    default_requests={"cpu": "100m", "memory": "128Mi"}, default_limits={"cpu": "1", "memory": "512Mi"},
-    virtual_node="stockade-t",
-)  # fmt: skip
-
-
-def pod(spec: dict[str, Any] | None = None, **meta: Any) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1", "kind": "Pod",
-        "metadata": {"name": "p", "namespace": "ns", "uid": "u1", **meta},
-        "spec": spec or {"containers": [{"name": "c", "image": "i"}]},
-    }  # fmt: skip
+from tests.unit.syncer.helpers import CTX, pod
 
 
 def test_service_and_endpoint_refusals() -> None:
