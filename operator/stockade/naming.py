@@ -17,6 +17,8 @@ MANAGED_BY = "stockade"
 # Marks a workloads namespace; the admission policy in manifests/ selects on it.
 LABEL_WORKLOADS = "stockade.dev/workloads"
 ANNOTATION_RUNTIME_CLASS = "stockade.dev/runtime-class"
+# On control-plane pod templates: a digest of the certificates, so a rotation rolls the pods.
+ANNOTATION_PKI_CHECKSUM = "stockade.dev/pki-checksum"
 # Set to a new value (e.g. a date) to re-issue leaf certificates, or the CAs and everything.
 ANNOTATION_ROTATE = "stockade.dev/rotate-certificates"
 ANNOTATION_ROTATE_CA = "stockade.dev/rotate-ca"
