@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,7 +86,6 @@ class TenantSyncer:
         self.loops = [cls(self.sides) for cls in LOOPS]
         self._waits: dict[Item, int] = {}  # times an item found its tenant not listed yet
         self._retries: dict[Item, asyncio.TimerHandle] = {}
-        self._tasks: set[asyncio.Task[None]] = set()  # queue puts in flight, kept referenced
 
     @property
     def informers(self) -> list[Informer]:
@@ -104,13 +103,8 @@ class TenantSyncer:
 
     # -- change notifications → queue ------------------------------------------------------------
 
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     def _enqueue(self, kind: str, key: Key) -> None:
-        self._spawn(self.queue.put(self.tenant, (kind, key)))
+        self.queue.put(self.tenant, (kind, key))
 
     def _retry_later(self, item: Item, *, failed: bool = True) -> float:
         """Queue `item` again after its backoff; a worker never sleeps on it."""
@@ -133,6 +127,8 @@ class TenantSyncer:
 
     def _tenant_changed(self, kind: str) -> Callable[[str, Key, dict[str, Any]], None]:
         def changed(event: str, key: Key, obj: dict[str, Any]) -> None:
+            if event == "DELETED":  # what it was told is forgotten with it
+                self.sides.settled(obj.get("metadata", {}).get("uid", ""))
             self._enqueue(kind, key)
 
         return changed
@@ -157,9 +153,9 @@ class TenantSyncer:
             for handle in self._retries.values():
                 handle.cancel()
             self._retries.clear()
-            for task in [*tasks, *self._tasks]:
+            for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, *self._tasks, return_exceptions=True)
+            await asyncio.gather(*tasks, return_exceptions=True)
             self.queue.forget(self.tenant)
 
     async def wait_synced(self, timeout: float | None = 60) -> None:
@@ -180,7 +176,8 @@ class TenantSyncer:
                     if (key := kind.key_of_super("ADDED", obj)) is not None:
                         keys.add(key)
                 for key in keys:
-                    await self.queue.put(self.tenant, (name, key))
+                    self.queue.put(self.tenant, (name, key))
+                await asyncio.sleep(0)  # let workers in between kinds
             await asyncio.sleep(self.patrol_seconds)
 
     async def handle(self, item: Item) -> None:

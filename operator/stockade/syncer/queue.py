@@ -19,35 +19,36 @@ class FairQueue:
         self._queues: dict[str, deque[Hashable]] = {}
         self._waiting: dict[str, set[Hashable]] = {}
         self._turns: deque[str] = deque()  # tenants with work, in serving order
-        self._ready = asyncio.Condition()
+        self._ready = asyncio.Event()  # set while some tenant has work
 
     def depth(self, tenant: str) -> int:
         return len(self._queues.get(tenant, ()))
 
-    async def put(self, tenant: str, key: Hashable) -> None:
-        async with self._ready:
-            waiting = self._waiting.setdefault(tenant, set())
-            if key in waiting:
-                return
-            waiting.add(key)
-            queue = self._queues.setdefault(tenant, deque())
-            if not queue:
-                self._turns.append(tenant)
-            queue.append(key)
-            metrics.QUEUE_DEPTH.labels(tenant).set(len(queue))
-            self._ready.notify()
+    def put(self, tenant: str, key: Hashable) -> None:
+        """Queue `key` for `tenant` (never blocks: callable from a watch callback, no task per event)."""
+        waiting = self._waiting.setdefault(tenant, set())
+        if key in waiting:
+            return
+        waiting.add(key)
+        queue = self._queues.setdefault(tenant, deque())
+        if not queue:
+            self._turns.append(tenant)
+        queue.append(key)
+        metrics.QUEUE_DEPTH.labels(tenant).set(len(queue))
+        self._ready.set()
 
     async def get(self) -> tuple[str, Hashable]:
-        async with self._ready:
-            await self._ready.wait_for(lambda: bool(self._turns))
-            tenant = self._turns.popleft()
-            queue = self._queues[tenant]
-            key = queue.popleft()
-            self._waiting[tenant].discard(key)
-            if queue:
-                self._turns.append(tenant)  # back of the line
-            metrics.QUEUE_DEPTH.labels(tenant).set(len(queue))
-            return tenant, key
+        while not self._turns:
+            self._ready.clear()
+            await self._ready.wait()
+        tenant = self._turns.popleft()
+        queue = self._queues[tenant]
+        key = queue.popleft()
+        self._waiting[tenant].discard(key)
+        if queue:
+            self._turns.append(tenant)  # back of the line
+        metrics.QUEUE_DEPTH.labels(tenant).set(len(queue))
+        return tenant, key
 
     def forget(self, tenant: str) -> None:
         """Drop a tenant's pending work (its syncer stopped)."""

@@ -2,15 +2,37 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from stockade.syncer.queue import FairQueue
 
 
 async def test_fair_queue_serves_tenants_round_robin() -> None:
     queue = FairQueue()
     for i in range(100):
-        await queue.put("greedy", i)
-    await queue.put("small", "only")
-    await queue.put("greedy", 5)  # already waiting: not queued twice
+        queue.put("greedy", i)
+    queue.put("small", "only")
+    queue.put("greedy", 5)  # already waiting: not queued twice
     first_two = [await queue.get(), await queue.get()]
     assert ("small", "only") in first_two
     assert queue.depth("greedy") == 99
+
+
+async def test_waiting_workers_wake_for_work_put_from_plain_callbacks() -> None:
+    queue = FairQueue()
+    got: list[tuple[str, object]] = []
+
+    async def worker() -> None:
+        got.append(await queue.get())
+
+    workers = [asyncio.create_task(worker()) for _ in range(3)]
+    await asyncio.sleep(0.01)  # all three waiting on an empty queue
+    loop = asyncio.get_running_loop()
+    loop.call_soon(queue.put, "a", 1)  # as a watch callback would: not a coroutine, no task
+    loop.call_soon(queue.put, "b", 2)
+    await asyncio.sleep(0.05)
+    assert sorted(got, key=str) == [("a", 1), ("b", 2)]
+    assert sum(not w.done() for w in workers) == 1  # the third keeps waiting for work
+    for w in workers:
+        w.cancel()
+    await asyncio.gather(*workers, return_exceptions=True)
