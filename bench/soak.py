@@ -3,9 +3,10 @@
     KUBECONFIG=/var/lib/stockade-local/admin.kubeconfig .venv/bin/python bench/soak.py --tenants 2 --minutes 8
 
 Several tenants churn Deployments, Services, ConfigMaps and Secrets (create, change, delete) while
-the operator (and with it every syncer), tenant API servers and tenant etcd pods are killed at
-random. Then churn and chaos stop, and every tenant must converge: an invariant check compares
-both sides until it passes or `--converge-timeout` runs out —
+the operator (SIGKILL; every syncer with it), a tenant's syncer alone (restarted in place by a
+change of its workloads spec), tenant API servers and tenant etcd pods are killed at random.
+Then churn and chaos stop, and every tenant must converge: an invariant check compares both sides
+until it passes or `--converge-timeout` runs out —
 
 - lost: an object the tenant API server acknowledged and no later operation removed is missing in
   the tenant; or a tenant object has no super counterpart, or one with other data;
@@ -149,12 +150,17 @@ class Chaos:
             if time.monotonic() + pause >= deadline:
                 return
             time.sleep(pause)
-            victim = rng.choice(["operator", "apiserver", "etcd"])
+            victim = rng.choice(["operator", "syncer", "apiserver", "etcd"])
             tenant = rng.choice(self.tenants)
             namespace = naming.control_plane_namespace(tenant)
             try:
                 if victim == "operator":
                     self.restart_operator()  # SIGKILL: the reconciler and every tenant's syncer with it
+                elif victim == "syncer":
+                    # A change of spec.workloads restarts that tenant's syncer in place (a fresh list).
+                    budget = "16Mi" if self.kills["syncer"] % 2 else "16383Ki"
+                    patch = {"spec": {"workloads": {"quota": {"configBytes": budget}}}}
+                    self.super_kubectl("patch", "tenant", tenant, "--type=merge", "-p", json.dumps(patch), timeout=30)
                 else:
                     component = naming.APISERVER if victim == "apiserver" else naming.ETCD
                     self.super_kubectl("delete", "pod", "-n", namespace, "-l",
@@ -176,13 +182,14 @@ def check(super_kubectl: Kubectl, tenant: SoakTenant) -> tuple[dict[str, list[st
     violations: dict[str, list[str]] = {"lost": [], "duplicated": [], "orphaned": []}
     ns = naming.workloads_namespace(tenant.name)
     selector = f"{naming.LABEL_TENANT}={tenant.name},{naming.LABEL_SYNCED}=true"
+    in_namespace = f"{naming.LABEL_NAMESPACE}={NAMESPACE}"  # mirrors of the churned tenant namespace
     checked = 0
     tenant_uids: set[str] = set()
     for kind in ("configmap", "secret", "service", "pod"):
         theirs = [o for o in items(tenant.kubectl, kind, "-n", NAMESPACE)
                   if not (kind == "configmap" and o["metadata"]["name"] == "kube-root-ca.crt")
                   and not (kind == "pod" and o["metadata"].get("deletionTimestamp"))]  # fmt: skip
-        ours = [o for o in items(super_kubectl, kind, "-n", ns, "-l", selector)
+        ours = [o for o in items(super_kubectl, kind, "-n", ns, "-l", f"{selector},{in_namespace}")
                 if naming.TOKEN_EXPIRES_ANNOTATION not in (o["metadata"].get("annotations") or {})]  # fmt: skip
         by_uid: dict[str, list[dict[str, Any]]] = {}
         for shadow in ours:
