@@ -263,7 +263,11 @@ def main() -> int:
         log(f"seed {args.seed}: {args.tenants} tenants, {args.minutes} min of churn and chaos")
         for i in range(args.tenants):
             name = f"soak-{i}"
-            body = {"apiVersion": "stockade.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": name}, "spec": {}}
+            # One of an earlier soak may still be being deleted (the operator started above finishes it).
+            wait(lambda name=name: not super_kubectl("get", "tenant", name, "--ignore-not-found", "-o", "name").strip(),
+                 300, f"an earlier Tenant {name} deleted", interval=2)  # fmt: skip
+            spec = {"controlPlane": {"service": {"type": "NodePort"}}}  # a kubeconfig reachable from here
+            body = {"apiVersion": "stockade.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": name}, "spec": spec}
             super_kubectl("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump(body))
         for i in range(args.tenants):
             name = f"soak-{i}"
@@ -288,11 +292,13 @@ def main() -> int:
         chaos = Chaos(super_kubectl, [t.name for t in tenants], restart_operator)
         threads = [threading.Thread(target=churn, args=(t, deadline, args.seed + i), daemon=True)
                    for i, t in enumerate(tenants)]  # fmt: skip
-        threads.append(threading.Thread(target=chaos.run, args=(deadline, args.seed, args.chaos_every), daemon=True))
         for thread in threads:
             thread.start()
+        # Chaos runs in the main thread: the operator it restarts dies with the thread that started
+        # it (the test bed sets PR_SET_PDEATHSIG, which follows the parent *thread*).
+        chaos.run(deadline, args.seed, args.chaos_every)
         for thread in threads:
-            thread.join(args.minutes * 60 + 120)
+            thread.join(120)
         stopped = time.monotonic()
         log(f"churn and chaos stopped: kills {dict(chaos.kills)}; converging …")
 
