@@ -50,6 +50,7 @@ KINDS = ("configmap", "secret", "service", "deployment")
 # Per tenant and kind, names are drawn from a small pool so objects are created, changed and
 # deleted again and again (not only created).
 POOL = {"configmap": 6, "secret": 4, "service": 3, "deployment": 2}
+VICTIMS = ["operator", "syncer", "apiserver", "etcd"]
 
 
 def log(message: str) -> None:
@@ -145,12 +146,15 @@ class Chaos:
 
     def run(self, deadline: float, seed: int, every: tuple[float, float]) -> None:
         rng = random.Random(seed)
+        victims: list[str] = []
         while True:
             pause = rng.uniform(*every)
             if time.monotonic() + pause >= deadline:
                 return
             time.sleep(pause)
-            victim = rng.choice(["operator", "syncer", "apiserver", "etcd"])
+            if not victims:  # each kind of victim once per round, in random order
+                victims = rng.sample(VICTIMS, len(VICTIMS))
+            victim = victims.pop()
             tenant = rng.choice(self.tenants)
             namespace = naming.control_plane_namespace(tenant)
             try:
