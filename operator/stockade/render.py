@@ -40,6 +40,8 @@ _environment = jinja2.Environment(
     trim_blocks=True,
     lstrip_blocks=True,
     keep_trailing_newline=True,
+    # Read once: a running operator never mixes templates changed on disk with the code it loaded.
+    auto_reload=False,
 )
 
 # (secret, [(key, file)]) entries of a projected volume.
