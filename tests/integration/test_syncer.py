@@ -586,11 +586,17 @@ def deaf_server() -> Iterator[DeafServer]:
     server.close()
 
 
+SMALL = {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"cpu": "10m", "memory": "16Mi"}}
+
+
 def seconds_to_sync(super_client: client.ApiClient, tenant: TenantUnderTest, name: str) -> float:
+    """From the tenant's create to its super pod; the pod is then deleted (the module's quota is shared)."""
     started = time.monotonic()
-    make_pod(tenant, "beside-deaf", name)
+    make_pod(tenant, "beside-deaf", name, {"containers": [{"name": "app", "image": PAUSE, "resources": SMALL}]})
     wait_super_pod(super_client, tenant, "beside-deaf", name, 60)
-    return time.monotonic() - started
+    elapsed = time.monotonic() - started
+    client.CoreV1Api(tenant.superuser).delete_namespaced_pod(name, "beside-deaf", grace_period_seconds=0)
+    return elapsed
 
 
 def test_a_tenant_whose_api_server_never_answers_costs_the_others_nothing(

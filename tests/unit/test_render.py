@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from stockade import naming, render
 from stockade.config import OperatorConfig
 from stockade.model import TenantSpec
@@ -131,3 +133,30 @@ def test_fit_names() -> None:
     assert naming.fit(long) == fitted  # deterministic
     assert len(naming.workloads_namespace("a" * 40)) <= 63
     assert len(naming.control_plane_namespace("a" * 40)) <= 63
+
+
+@pytest.mark.parametrize("name", ["yes", "no", "on", "off", "true", "false", "null", "y", "n", "nan", "inf"])
+def test_names_yaml_would_misread_stay_strings(name: str) -> None:
+    """A Tenant named like a YAML 1.1 boolean or null renders labels that are still its name."""
+    inp = render.TenantInput(name, "uid", TenantSpec(), OperatorConfig(), pki_checksum="sum")
+    objects = render.render_tenant(inp)
+    labelled = 0
+    for obj in objects:
+        for labels in _label_maps(obj):
+            if naming.LABEL_TENANT in labels:
+                assert labels[naming.LABEL_TENANT] == name, (obj["kind"], obj["metadata"]["name"], labels)
+                labelled += 1
+    assert labelled >= len(objects)  # every object carries it, pod templates and selectors too
+
+
+def _label_maps(node: Any) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in ("labels", "matchLabels") and isinstance(value, dict):
+                found.append(value)
+            found += _label_maps(value)
+    elif isinstance(node, list):
+        for item in node:
+            found += _label_maps(item)
+    return found
