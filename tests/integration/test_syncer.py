@@ -10,6 +10,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any
 
 import pytest
@@ -169,9 +170,8 @@ def test_deployment_pods_run_sandboxed_without_super_credentials(
             assert volume.projected is None
         secret_name = next(v.secret.secret_name for v in spec.volumes if v.secret)
         # Issued right after its super pod exists (owned by it); the kubelet waits for it, so does this test.
-        super_core, workloads = client.CoreV1Api(super_client), tenant_a.workloads_namespace
-        secret = eventually(lambda name=secret_name: super_core.read_namespaced_secret(name, workloads), 30,
-                            what="the pod's token Secret")  # fmt: skip
+        secret = eventually(partial(client.CoreV1Api(super_client).read_namespaced_secret, secret_name,
+                                    tenant_a.workloads_namespace), 30, what="the pod's token Secret")  # fmt: skip
         token = base64.b64decode(secret.data["token"]).decode()
         assert base64.b64decode(secret.data["ca.crt"]) == tenant_a.plane.ca_pem
         configuration = client.Configuration()
