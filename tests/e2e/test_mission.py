@@ -137,9 +137,9 @@ def test_the_syncer_survives_a_flapping_readiness(alpha: Tenant, super_kubectl: 
             if c["type"] == "Ready" else c
             for c in alpha.get()["status"]["conditions"]
         ]  # fmt: skip
-        flap = json.dumps({"status": {"conditions": conditions}})
+        body = json.dumps({"status": {"conditions": conditions}})
         patched = json.loads(super_kubectl("patch", "tenant", alpha.name, "--subresource=status", "--type=merge",
-                                           "-p", flap, "-o", "json"))  # fmt: skip
+                                           "-p", body, "-o", "json"))  # fmt: skip
         # The flap was written (the operator's next pass, within seconds, writes the truth back).
         assert next(c for c in patched["status"]["conditions"] if c["type"] == "Ready")["status"] == "False"
         name = f"during-flap-{flap}"
