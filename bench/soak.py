@@ -41,6 +41,7 @@ from stockade import naming
 from stockade_dev.localcluster.cluster import NETGATE_IMAGE, WORKLOAD_IMAGE
 from stockade_dev.localcluster.cluster import RESTRICTED_SECURITY_CONTEXT as RESTRICTED
 from stockade_dev.testbed.kubectl import Kubectl, KubectlError
+from stockade_dev.testbed.kubectl import wait_until as wait
 from stockade_dev.testbed.operator_process import operator_process
 from stockade_dev.up import install_for_benchmark
 
@@ -55,18 +56,6 @@ VICTIMS = ["operator", "syncer", "apiserver", "etcd"]
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def wait(check: Any, timeout: float, what: str, interval: float = 1.0) -> float:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return time.monotonic()
-        except (KubectlError, ValueError, KeyError, OSError):
-            pass
-        time.sleep(interval)
-    raise SystemExit(f"error: {what} not reached within {timeout:.0f}s")
 
 
 def manifest(kind: str, name: str, revision: int) -> dict[str, Any]:

@@ -31,24 +31,12 @@ from stockade_dev.localcluster.cluster import NETGATE_IMAGE, WORKLOAD_IMAGE
 from stockade_dev.localcluster.cluster import RESTRICTED_SECURITY_CONTEXT as RESTRICTED
 from stockade_dev.localcluster.node import NODE_NAME
 from stockade_dev.testbed import LocalControlPlane
-from stockade_dev.testbed.kubectl import Kubectl, KubectlError
+from stockade_dev.testbed.kubectl import Kubectl
+from stockade_dev.testbed.kubectl import wait_until as wait
 from stockade_dev.testbed.operator_process import operator_process
 from stockade_dev.up import install_for_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def wait(check: Any, timeout: float, what: str, interval: float = 0.25) -> float:
-    """Poll `check` until truthy; return the monotonic time it first was."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return time.monotonic()
-        except (KubectlError, ValueError, KeyError, OSError):  # a server not answering yet is part of start-up
-            pass
-        time.sleep(interval)
-    raise SystemExit(f"error: {what} not reached within {timeout:.0f}s")
 
 
 def sleeper(name: str, namespace: str, runtime_class: str | None = None) -> dict[str, Any]:

@@ -112,6 +112,10 @@ def syncing(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
     return bool(status.get("version")) and not spec.get("suspended")
 
 
+def _workloads(body: kopf.Body) -> Any:
+    return (body.get("spec") or {}).get("workloads")
+
+
 @kopf.daemon(GROUP, VERSION, PLURAL, when=syncing, cancellation_timeout=10)
 async def sync_workloads(body: kopf.Body, name: str, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any) -> None:
     """Runs the Tenant's syncer; restarts it (in place) when the workloads spec changes, since
@@ -126,7 +130,7 @@ async def sync_workloads(body: kopf.Body, name: str, memo: kopf.Memo, stopped: k
     syncer: asyncio.Task[None] | None = None
     try:
         while not stopped:
-            workloads = (body.get("spec") or {}).get("workloads")  # `body` is kopf's live view
+            workloads = _workloads(body)  # `body` is kopf's live view
             tenant = {"metadata": dict(body["metadata"]), "spec": dict(body.get("spec") or {})}
             syncer = asyncio.create_task(
                 run_tenant_syncer(
@@ -134,7 +138,7 @@ async def sync_workloads(body: kopf.Body, name: str, memo: kopf.Memo, stopped: k
                     netgate_image=config.netgate_image,
                 )
             )  # fmt: skip
-            while not syncer.done() and not stopped and (body.get("spec") or {}).get("workloads") == workloads:
+            while not syncer.done() and not stopped and _workloads(body) == workloads:
                 await asyncio.wait({syncer}, timeout=SPEC_POLL_SECONDS)
             if syncer.done():
                 syncer.result()  # it only ends by raising

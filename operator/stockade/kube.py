@@ -232,7 +232,8 @@ class KubeClient:
         timeout: float | None = None,
     ) -> Any:
         data = None if body is None else json.dumps(body)
-        for attempt in range(THROTTLE_RETRIES + 1):
+        throttled = 0
+        while True:
             async with self.session.request(
                 method,
                 self.credentials.server + path,
@@ -246,15 +247,14 @@ class KubeClient:
                     payload = json.loads(text) if text else None
                 except json.JSONDecodeError:
                     payload = text
-                if response.status == 429 and attempt < THROTTLE_RETRIES:
-                    # API Priority and Fairness: the server says when to come back.
-                    delay = retry_after(response.headers.get("Retry-After"))
-                elif response.status >= 400:
-                    raise ApiError(response.status, payload, method, path)
-                else:
+                if response.status != 429 or throttled == THROTTLE_RETRIES:
+                    if response.status >= 400:
+                        raise ApiError(response.status, payload, method, path)
                     return payload
+                # API Priority and Fairness: the server says when to come back.
+                delay = retry_after(response.headers.get("Retry-After"))
+            throttled += 1
             await asyncio.sleep(delay)
-        raise AssertionError("unreachable")  # the last attempt returns or raises
 
     # -- verbs -------------------------------------------------------------------------------
 

@@ -49,3 +49,17 @@ class Step:
         elapsed = time.monotonic() - self.started
         self.out(f"    done in {elapsed:.1f}s{': ' + detail if detail else ''}")
         return elapsed
+
+
+def wait_until(check: Any, timeout: float, what: str, interval: float = 0.25) -> float:
+    """For benchmarks: poll `check` until truthy and return the monotonic time it first was (a
+    server not answering yet counts as not yet); exit naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if check():
+                return time.monotonic()
+        except (KubectlError, ValueError, KeyError, OSError):
+            pass
+        time.sleep(interval)
+    raise SystemExit(f"error: {what} not reached within {timeout:.0f}s")

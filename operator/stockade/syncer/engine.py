@@ -108,14 +108,10 @@ class TenantSyncer:
 
     def _retry_later(self, item: Item, *, failed: bool = True) -> float:
         """Queue `item` again after its backoff; a worker never sleeps on it."""
-        if failed:
-            failures = self.sides.failures.get(item, 0)
-            self.sides.failures[item] = failures + 1
-            delay = min(RETRY_FIRST_SECONDS * 2**failures, RETRY_MAX_SECONDS)
-        else:
-            waits = self._waits.get(item, 0)
-            self._waits[item] = waits + 1
-            delay = min(RETRY_FIRST_SECONDS * 2**waits, NOT_SYNCED_MAX_SECONDS)
+        counts, cap = (self.sides.failures, RETRY_MAX_SECONDS) if failed else (self._waits, NOT_SYNCED_MAX_SECONDS)
+        times = counts.get(item, 0)
+        counts[item] = times + 1
+        delay = min(RETRY_FIRST_SECONDS * 2**times, cap)
         if item not in self._retries:
 
             def due() -> None:

@@ -58,6 +58,14 @@ def ours(shadow: Mapping[str, Any] | None) -> bool:
     return ANNOTATION_UID in ((shadow or {}).get("metadata", {}).get("annotations") or {})
 
 
+def stale(shadow: Mapping[str, Any] | None, obj: Mapping[str, Any] | None) -> bool:
+    """Whether `shadow` is ours and mirrors no current tenant object: the tenant object is gone, or
+    the shadow belongs to an older object of the same name (another uid)."""
+    if not ours(shadow):
+        return False
+    return obj is None or shadow["metadata"]["annotations"][ANNOTATION_UID] != obj["metadata"]["uid"]  # type: ignore[index]
+
+
 class Sides:
     """One tenant's two clusters as a kind sees them: both clients, both caches of every kind, and
     the shared ways of telling the tenant something. Owned by the engine, lent to every kind."""
@@ -217,21 +225,20 @@ class Kind:
         shadow = s.shadow(self.kind, key)
         await self.cleanup(key, obj)
         deleting = obj is not None and bool(obj["metadata"].get("deletionTimestamp"))
-        stale = ours(shadow) and (
-            obj is None or shadow["metadata"]["annotations"][ANNOTATION_UID] != obj["metadata"]["uid"]  # type: ignore[index]
-        )
-        if shadow is not None and (stale or (deleting and ours(shadow))):
-            await s.delete_super(self.kind, shadow)  # SyncToVirtual: the tenant object is gone
+        # Only a shadow the syncer made is ever deleted (`ours`).
+        own = shadow if ours(shadow) else None
+        if own is not None and (stale(own, obj) or deleting):
+            await s.delete_super(self.kind, own)  # SyncToVirtual: the tenant object is gone
             return
         if obj is None or deleting:
             return
         if not self.mirrored(obj):
-            if shadow is not None and ours(shadow):
-                await s.delete_super(self.kind, shadow)
+            if own is not None:
+                await s.delete_super(self.kind, own)
             return
         if refusal := self.refusal(obj):
-            if shadow is not None and ours(shadow):
-                await s.delete_super(self.kind, shadow)
+            if own is not None:
+                await s.delete_super(self.kind, own)
             metrics.REFUSED.labels(s.tenant, self.kind).inc()
             await s.tell_once(obj, REJECTED_REASON, f"not synced to the super cluster: {refusal}")
             return

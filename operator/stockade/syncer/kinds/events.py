@@ -8,7 +8,7 @@ with backoff like any other key.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from stockade import naming
@@ -55,8 +55,12 @@ class Events(Kind):
         await s.tenant_api.create(forwarded_event(event, pod, s.scrub, s.ctx.virtual_node, shadow))
 
 
+# (text, tenant namespace, super pod) -> the text a tenant may read: `Sides.scrub`.
+Scrub = Callable[[str, str, Mapping[str, Any] | None], str]
+
+
 def forwarded_event(
-    event: Mapping[str, Any], pod: Mapping[str, Any], scrub: Any, virtual_node: str, shadow: Any
+    event: Mapping[str, Any], pod: Mapping[str, Any], scrub: Scrub, virtual_node: str, shadow: Mapping[str, Any] | None
 ) -> dict[str, Any]:
     """The tenant pod's Event for super Event `event` (pure; `scrub` cleans the message)."""
     meta = pod["metadata"]

@@ -11,10 +11,10 @@ from typing import Any
 
 from stockade.kube import ApiError
 from stockade.logs import about
-from stockade.naming import ANNOTATION_UID, TOKEN_EXPIRES_ANNOTATION
+from stockade.naming import TOKEN_EXPIRES_ANNOTATION
 from stockade.syncer import metrics
 from stockade.syncer.kinds import pod_spec
-from stockade.syncer.kinds.base import REJECTED_REASON, Kind, now_iso, subset
+from stockade.syncer.kinds.base import REJECTED_REASON, Kind, now_iso, stale, subset
 from stockade.syncer.translate import Key, key_of
 
 log = logging.getLogger("stockade.syncer")
@@ -43,9 +43,7 @@ class Pods(Kind):
         namespace, name = key
         pod = s.in_tenant(self.kind, key)
         shadow = s.shadow(self.kind, key)
-        if shadow is not None and (
-            pod is None or shadow["metadata"]["annotations"].get(ANNOTATION_UID) != pod["metadata"]["uid"]
-        ):
+        if shadow is not None and stale(shadow, pod):
             # The tenant pod is gone, or this super pod belongs to an older pod of the same name.
             await s.delete_super(self.kind, shadow, grace=grace(pod))
             return

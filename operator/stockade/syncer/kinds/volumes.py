@@ -12,7 +12,7 @@ from stockade.kube import ApiError
 from stockade.naming import LABEL_NAMESPACE, LABEL_SYNCED
 from stockade.syncer import metrics
 from stockade.syncer.context import TenantContext
-from stockade.syncer.kinds.base import Kind
+from stockade.syncer.kinds.base import Kind, Sides
 from stockade.syncer.translate import Key, super_metadata, super_name
 
 VOLUME_DRIVER = "volumes.stockade.dev"
@@ -57,8 +57,8 @@ def tenant_volume(claim: Mapping[str, Any], super_claim: Mapping[str, Any]) -> d
 class Volumes(Kind):
     kind = "PersistentVolumeClaim"
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, sides: Sides) -> None:
+        super().__init__(sides)
         self._published: dict[str, str] = {}  # tenant PersistentVolumes published -> claim uid
 
     def translate(self, obj: Mapping[str, Any]) -> dict[str, Any]:
