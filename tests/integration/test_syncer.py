@@ -260,8 +260,12 @@ def test_refused_pods_never_reach_the_super_cluster(
     condition = eventually(told, 30, what="refusal reported")
     assert condition.type == "PodScheduled" and condition.status == "False"
     assert field in condition.message
-    events = tenant_core.list_namespaced_event("refusals", field_selector=f"involvedObject.name={name}").items
-    assert any(e.reason == "StockadeRejected" and field in e.message for e in events)
+
+    def told_by_event() -> bool:  # posted right after the condition is written
+        events = tenant_core.list_namespaced_event("refusals", field_selector=f"involvedObject.name={name}").items
+        return any(e.reason == "StockadeRejected" and field in e.message for e in events)
+
+    eventually(told_by_event, 30, what="refusal Event")
     assert gone(lambda: super_pod_for(super_client, tenant_a, "refusals", name))
 
 
