@@ -4,7 +4,8 @@
 
 Several tenants churn Deployments, Services, ConfigMaps and Secrets (create, change, delete) while
 the operator (SIGKILL; every syncer with it), a tenant's syncer alone (restarted in place by a
-change of its workloads spec), tenant API servers and tenant etcd pods are killed at random.
+change of its workloads spec), and a tenant's control-plane pod (etcd, the API server and the
+controllers of a replica, all at once) are killed at random.
 Then churn and chaos stop, and every tenant must converge: an invariant check compares both sides
 until it passes or `--converge-timeout` runs out —
 
@@ -51,7 +52,7 @@ KINDS = ("configmap", "secret", "service", "deployment")
 # Per tenant and kind, names are drawn from a small pool so objects are created, changed and
 # deleted again and again (not only created).
 POOL = {"configmap": 6, "secret": 4, "service": 3, "deployment": 2}
-VICTIMS = ["operator", "syncer", "apiserver", "etcd"]
+VICTIMS = ["operator", "syncer", "control-plane"]
 
 
 def log(message: str) -> None:
@@ -154,11 +155,9 @@ class Chaos:
                     budget = "16Mi" if self.kills["syncer"] % 2 else "16383Ki"
                     patch = {"spec": {"workloads": {"quota": {"configBytes": budget}}}}
                     self.super_kubectl("patch", "tenant", tenant, "--type=merge", "-p", json.dumps(patch), timeout=30)
-                else:
-                    component = naming.APISERVER if victim == "apiserver" else naming.ETCD
-                    self.super_kubectl("delete", "pod", "-n", namespace, "-l",
-                                       f"{naming.LABEL_COMPONENT}={component}", "--grace-period=0", "--force",
-                                       "--wait=false", timeout=30)  # fmt: skip
+                else:  # the control-plane pod: etcd, the API server and the controllers at once
+                    self.super_kubectl("delete", "pod", "-n", namespace, "-l", f"{naming.LABEL_REPLICA}=true",
+                                       "--grace-period=0", "--force", "--wait=false", timeout=30)  # fmt: skip
             except (KubectlError, subprocess.TimeoutExpired) as error:
                 log(f"chaos: could not kill {victim}: {error}")
                 continue

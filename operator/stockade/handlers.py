@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 import kopf
 import prometheus_client
@@ -19,7 +20,7 @@ import prometheus_client
 from stockade import logs, naming
 from stockade.config import OperatorConfig
 from stockade.kube import Credentials, KubeClient
-from stockade.model import GROUP, PLURAL, VERSION
+from stockade.model import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from stockade.reconciler import TenantReconciler
 from stockade.status import Check
 from stockade.syncer.engine import SyncerPool
@@ -65,9 +66,10 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
         await current.kube.close()
 
 
-def _events(body: kopf.Body) -> Any:
+def _events(body: Mapping[str, Any]) -> Any:
     async def post(event_type: str, reason: str, message: str) -> None:
-        kopf.event(body, type=event_type, reason=reason, message=message[:1000])
+        # kopf reads only apiVersion, kind and metadata from the body; a plain mapping will do.
+        kopf.event(cast(kopf.Body, body), type=event_type, reason=reason, message=message[:1000])
 
     return post
 
@@ -102,6 +104,29 @@ async def resumed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 async def resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Level-based: repairs drift, renews certificates, and follows readiness."""
     await _reconcile(body, memo)
+
+
+@kopf.on.event(
+    "apps", "v1", "statefulsets",
+    labels={naming.LABEL_ROLE: naming.ROLE_CONTROL_PLANE, naming.LABEL_MANAGED_BY: naming.MANAGED_BY},
+)  # fmt: skip
+async def control_plane_changed(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
+    """A control-plane StatefulSet changed (its pods became ready, or not): reconcile its Tenant
+    now, so readiness is seen at once instead of at the next resync tick. Stateless: nothing is
+    written on the StatefulSet."""
+    if event["type"] not in ("ADDED", "MODIFIED"):
+        return
+    if tenant := owning_tenant(event["object"]):
+        await reconciler(memo).reconcile(tenant["name"], _events({"apiVersion": API_VERSION, "kind": KIND,
+                                                                  "metadata": tenant}))  # fmt: skip
+
+
+def owning_tenant(obj: Mapping[str, Any]) -> dict[str, str] | None:
+    """The name and uid of the Tenant that controls `obj`, from its ownerReferences."""
+    for ref in obj.get("metadata", {}).get("ownerReferences") or []:
+        if ref.get("apiVersion") == API_VERSION and ref.get("kind") == KIND and ref.get("controller"):
+            return {"name": ref["name"], "uid": ref["uid"]}
+    return None
 
 
 def syncing(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:

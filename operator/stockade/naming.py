@@ -87,11 +87,22 @@ ETCD_PEERS = "etcd-peers"
 APISERVER = "kube-apiserver"
 CONTROLLER_MANAGER = "kube-controller-manager"
 SCHEDULER = "kube-scheduler"
+# One StatefulSet runs the control plane: one pod per replica, its components as containers that
+# talk over localhost. It keeps the name, pod selector, member names and volumes of the etcd
+# StatefulSet of the earlier layout (a workload per component), so older Tenants migrate in place.
+CONTROL_PLANE = ETCD
+# Only on pods that run a whole control-plane replica: what the API server's Service, the PDB and
+# the NetworkPolicies select (pods of the earlier layout lack it, so a migration never sends API
+# traffic to a pod that runs etcd alone).
+LABEL_REPLICA = "stockade.dev/control-plane-replica"
+# The workloads of the earlier layout, deleted once a tenant migrates.
+LEGACY_DEPLOYMENTS = (APISERVER, CONTROLLER_MANAGER, SCHEDULER)
 SERVICE_ACCOUNT = "control-plane"
 ADMIN_KUBECONFIG_SECRET = "admin-kubeconfig"
 APISERVER_PORT = 6443
 ETCD_CLIENT_PORT = 2379
 ETCD_PEER_PORT = 2380
+ETCD_METRICS_PORT = 2381  # plain-HTTP health and metrics: what the kubelet probes
 
 
 def pki_secret(name: str) -> str:
@@ -118,13 +129,23 @@ def apiserver_dns_names(tenant: str) -> tuple[str, ...]:
     )
 
 
+def etcd_member(tenant: str, index: int) -> str:
+    """The DNS name of member `index` (the control-plane pod of that ordinal) for its peers."""
+    return f"{CONTROL_PLANE}-{index}.{ETCD_PEERS}.{control_plane_namespace(tenant)}.svc"
+
+
 def etcd_dns_names(tenant: str, replicas: int) -> tuple[str, ...]:
     namespace = control_plane_namespace(tenant)
     names = ["localhost", ETCD, f"{ETCD}.{namespace}", f"{ETCD}.{namespace}.svc"]
     for i in range(replicas):
-        member = f"{ETCD}-{i}.{ETCD_PEERS}.{namespace}.svc"
+        member = etcd_member(tenant, i)
         names += [member, f"{member}.cluster.local"]
     return tuple(names)
+
+
+def local_url(port: int) -> str:
+    """A component of the same control-plane pod (containers of one pod share its loopback)."""
+    return f"https://127.0.0.1:{port}"
 
 
 def apiserver_url(tenant: str) -> str:

@@ -41,6 +41,12 @@ log = logging.getLogger("stockade.reconciler")
 
 # Kinds whose objects exist only for some specs; others exist for every tenant.
 PRUNABLE_KINDS = (("networking.k8s.io/v1", "NetworkPolicy"), ("policy/v1", "PodDisruptionBudget"))
+# Objects of the earlier control-plane layout (a workload per component) that the one-pod-per-replica
+# layout replaces; deleted when found (the etcd StatefulSet itself is migrated in place).
+LEGACY_OBJECTS = (
+    *(("apps/v1", "Deployment", name) for name in naming.LEGACY_DEPLOYMENTS),
+    ("v1", "Service", naming.ETCD),  # etcd's client Service: clients are now on the pod's loopback
+)
 
 # Posts an Event on the Tenant: (type "Normal"/"Warning", reason, message).
 EventSink = Callable[[str, str, str], Awaitable[None]]
@@ -151,9 +157,25 @@ class TenantReconciler:
 
     async def _prune(self, name: str, desired: list[dict[str, Any]]) -> None:
         """Delete the tenant's objects of the kinds that come and go with the spec (e.g. the
-        internet-egress NetworkPolicy) when the spec no longer asks for them."""
+        internet-egress NetworkPolicy) when the spec no longer asks for them, and the workloads
+        of the earlier layout (a workload per component) once a tenant has migrated."""
         wanted = {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) for o in desired}
         selector = f"{naming.LABEL_TENANT}={name},{naming.LABEL_MANAGED_BY}={naming.MANAGED_BY}"
+        control_plane = naming.control_plane_namespace(name)
+        for api_version, kind, legacy in LEGACY_OBJECTS:
+            obj = await self.kube.get_or_none(api_version, kind, legacy, control_plane)
+            if (
+                obj is not None
+                and (obj["metadata"].get("labels") or {}).get(naming.LABEL_MANAGED_BY) == naming.MANAGED_BY
+            ):
+                log.info(
+                    "tenant %s: deleting %s %s of the earlier control-plane layout",
+                    name,
+                    kind,
+                    legacy,
+                    extra=about(name, kind, control_plane, legacy),
+                )
+                await self.kube.delete(api_version, kind, legacy, control_plane, uid=obj["metadata"]["uid"])
         for api_version, kind in PRUNABLE_KINDS:
             for namespace in (naming.control_plane_namespace(name), naming.workloads_namespace(name)):
                 for obj in await self.kube.list(api_version, kind, namespace, label_selector=selector):
@@ -333,29 +355,27 @@ class TenantReconciler:
         if inp.spec.suspended:
             return st.Check(st.CONTROL_PLANE_READY, False, "Suspended", "scaled to zero")
         wanted = inp.spec.control_plane.replicas
-        workloads = [("StatefulSet", naming.ETCD)] + [
-            ("Deployment", n) for n in (naming.APISERVER, naming.CONTROLLER_MANAGER, naming.SCHEDULER)
-        ]
-        for kind, workload in workloads:
-            obj = await self.kube.get_or_none("apps/v1", kind, workload, namespace)
-            status = (obj or {}).get("status", {})
-            ready = status.get("readyReplicas", 0)
-            updated = status.get("updatedReplicas", 0)
-            if (
-                ready < wanted
-                or updated < wanted
-                or status.get("observedGeneration", 0) < obj["metadata"]["generation"]
-            ):
-                return st.Check(
-                    st.CONTROL_PLANE_READY,
-                    False,
-                    "Starting",
-                    f"{workload}: {ready}/{wanted} ready, {updated} updated",
-                )
+        obj = await self.kube.get_or_none("apps/v1", "StatefulSet", naming.CONTROL_PLANE, namespace)
+        status = (obj or {}).get("status", {})
+        ready, updated = status.get("readyReplicas", 0), status.get("updatedReplicas", 0)
+        if (
+            obj is None
+            or ready < wanted
+            or updated < wanted
+            or status.get("observedGeneration", 0) < obj["metadata"]["generation"]
+        ):
+            return st.Check(
+                st.CONTROL_PLANE_READY,
+                False,
+                "Starting",
+                f"control-plane replicas: {ready}/{wanted} ready, {updated}/{wanted} updated",
+            )
         ok, detail = await self._probe_tenant(inp, service, bundle)
         if not ok:
             return st.Check(st.CONTROL_PLANE_READY, False, "APIServerNotReady", detail)
-        return st.Check(st.CONTROL_PLANE_READY, True, "Ready", "etcd and all components ready; /readyz answers ok")
+        return st.Check(
+            st.CONTROL_PLANE_READY, True, "Ready", f"{wanted} control-plane replica(s) ready; /readyz answers ok"
+        )
 
     def tenant_credentials(self, service: Mapping[str, Any], bundle: certs.ControlPlanePKI) -> Credentials:
         """How the operator reaches a tenant API server: its Service's ClusterIP (no cluster DNS

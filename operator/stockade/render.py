@@ -27,7 +27,7 @@ from stockade.model import API_VERSION, KIND, ServiceType, TenantSpec
 
 # Shipped as package data, beside this module (in a wheel, an image and a checkout alike).
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
-TEMPLATES = ("namespaces", "etcd", "apiserver", "controllers", "network-policies", "workloads")
+TEMPLATES = ("namespaces", "control-plane", "network-policies", "workloads")
 PKI_DIR = "/etc/kubernetes/pki"
 AUTH_CONFIG = "/etc/kubernetes/config/authentication.yaml"
 KUBECONFIG_PATH = f"{PKI_DIR}/kubeconfig"
@@ -44,7 +44,7 @@ _environment = jinja2.Environment(
     auto_reload=False,
 )
 
-# (secret, [(key, file)]) entries of a projected volume.
+# (secret, [(key, file)]) entries of a projected volume, one per container (by its name).
 PkiSources = list[tuple[str, list[tuple[str, str]]]]
 
 
@@ -62,9 +62,11 @@ def _kubeconfig_source(user: str) -> tuple[str, list[tuple[str, str]]]:
 
 
 SERVICE_ACCOUNT_SECRET = naming.pki_secret("sa")
+# Users whose kubeconfig is mounted in a control-plane pod: they reach its API server on loopback.
+IN_POD_USERS = (certs.CONTROLLER_MANAGER, certs.SCHEDULER)
 PKI_SOURCES: dict[str, PkiSources] = {
-    "etcd": [_ca_source(certs.ETCD_CA), _leaf_source(certs.ETCD_SERVER), _leaf_source(certs.ETCD_PEER)],
-    "apiserver": [
+    naming.ETCD: [_ca_source(certs.ETCD_CA), _leaf_source(certs.ETCD_SERVER), _leaf_source(certs.ETCD_PEER)],
+    naming.APISERVER: [
         _ca_source(certs.CLUSTER_CA),
         _ca_source(certs.ETCD_CA),
         _ca_source(certs.FRONT_PROXY_CA),
@@ -74,12 +76,12 @@ PKI_SOURCES: dict[str, PkiSources] = {
         _leaf_source(certs.FRONT_PROXY_CLIENT),
         (SERVICE_ACCOUNT_SECRET, [("sa.key", "sa.key"), ("sa.pub", "sa.pub")]),
     ],
-    "kube-controller-manager": [
+    naming.CONTROLLER_MANAGER: [
         _ca_source(certs.CLUSTER_CA),
         (SERVICE_ACCOUNT_SECRET, [("sa.key", "sa.key")]),
         _kubeconfig_source(certs.CONTROLLER_MANAGER),
     ],
-    "kube-scheduler": [_kubeconfig_source(certs.SCHEDULER)],
+    naming.SCHEDULER: [_kubeconfig_source(certs.SCHEDULER)],
 }
 
 
@@ -107,7 +109,7 @@ class _Context:
         self.names = naming
         self.control_plane_namespace = naming.control_plane_namespace(inp.name)
         self.workloads_namespace = naming.workloads_namespace(inp.name)
-        self.pki_sources = SimpleNamespace(etcd=PKI_SOURCES["etcd"], apiserver=PKI_SOURCES["apiserver"])
+        self.pki_sources = PKI_SOURCES  # by container name
         self.resources = SimpleNamespace(
             **{field: getattr(inp.spec.control_plane.resources, field).wire() for field in ("etcd", "api_server")}
         )
@@ -153,38 +155,32 @@ class _Context:
 
     @property
     def etcd_args(self) -> list[str]:
-        ns, peers = self.control_plane_namespace, naming.ETCD_PEERS
-        member = f"https://$(POD_NAME).{peers}.{ns}.svc"
+        """Clients on the pod's loopback only (its own API server); peers by their stable names."""
+        member = f"https://$(POD_NAME).{naming.ETCD_PEERS}.{self.control_plane_namespace}.svc"
         initial = ",".join(
-            f"{naming.ETCD}-{i}=https://{naming.ETCD}-{i}.{peers}.{ns}.svc:{naming.ETCD_PEER_PORT}"
+            f"{naming.CONTROL_PLANE}-{i}=https://{naming.etcd_member(self.name, i)}:{naming.ETCD_PEER_PORT}"
             for i in range(self.spec.control_plane.replicas)
         )
+        local = naming.local_url(naming.ETCD_CLIENT_PORT)
         return components.etcd_args(
             components.EtcdFlags(
                 pki_dir=PKI_DIR,
                 data_dir="/var/lib/etcd/data",
                 name="$(POD_NAME)",
-                client_urls=(
-                    f"https://0.0.0.0:{naming.ETCD_CLIENT_PORT}",
-                    f"{member}:{naming.ETCD_CLIENT_PORT}",
-                ),
+                client_urls=(local, local),
                 peer_urls=(f"https://0.0.0.0:{naming.ETCD_PEER_PORT}", f"{member}:{naming.ETCD_PEER_PORT}"),
                 initial_cluster=initial,
-                metrics_url="http://0.0.0.0:2381",
+                metrics_url=f"http://0.0.0.0:{naming.ETCD_METRICS_PORT}",
             )
         )
 
     @property
     def apiserver_args(self) -> list[str]:
-        ns, peers = self.control_plane_namespace, naming.ETCD_PEERS
-        etcd_servers = tuple(
-            f"https://{naming.ETCD}-{i}.{peers}.{ns}.svc:{naming.ETCD_CLIENT_PORT}"
-            for i in range(self.spec.control_plane.replicas)
-        )
+        """Stacked etcd, as kubeadm does: each API server uses the member of its own pod."""
         return components.apiserver_args(
             components.ApiServerFlags(
                 pki_dir=PKI_DIR,
-                etcd_servers=etcd_servers,
+                etcd_servers=(naming.local_url(naming.ETCD_CLIENT_PORT),),
                 secure_port=naming.APISERVER_PORT,
                 service_cidr=self.config.service_cidr,
                 authentication_config_file=AUTH_CONFIG,
@@ -198,6 +194,7 @@ class _Context:
         return [
             {
                 "name": naming.CONTROLLER_MANAGER,
+                "port_name": "kcm-https",
                 "image": self.images.controller_manager,
                 "port": CONTROLLER_MANAGER_PORT,
                 "resources": resources.controller_manager.wire(),
@@ -211,6 +208,7 @@ class _Context:
             },
             {
                 "name": naming.SCHEDULER,
+                "port_name": "sched-https",
                 "image": self.images.scheduler,
                 "port": SCHEDULER_PORT,
                 "resources": resources.scheduler.wire(),
@@ -344,7 +342,9 @@ def kubeconfig_secrets(
     internal = naming.apiserver_url(inp.name)
     secrets = []
     for user in certs.KUBECONFIG_USERS:
-        data = {"kubeconfig": dump(kubeconfig_for(bundle, user, internal, inp.name)).encode()}
+        # The controllers use the API server of their own pod; everyone else the Service.
+        server = naming.local_url(naming.APISERVER_PORT) if user in IN_POD_USERS else internal
+        data = {"kubeconfig": dump(kubeconfig_for(bundle, user, server, inp.name)).encode()}
         if user == certs.ADMIN and external_server:
             data["kubeconfig-external"] = dump(kubeconfig_for(bundle, user, external_server, inp.name)).encode()
         secrets.append(_secret(inp, naming.kubeconfig_secret(user), data))

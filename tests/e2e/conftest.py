@@ -89,6 +89,10 @@ class Operator:
     def stop(self) -> None:
         self.process.stop()
 
+    def start(self) -> None:
+        """Start it again after `stop()`."""
+        self.process = self._start()
+
 
 @pytest.fixture(scope="session")
 def stockade(

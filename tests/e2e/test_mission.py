@@ -66,10 +66,13 @@ def test_tenant_becomes_ready_with_its_control_plane_in_sandboxed_pods(alpha: Te
     obj = alpha.wait_ready()
     assert obj["status"]["phase"] == "Ready" and obj["status"]["version"] == PREVIOUS
     items = running(pods(super_kubectl, alpha.control_plane_namespace))
-    components = {p["metadata"]["labels"].get("stockade.dev/component") for p in items}
-    assert {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"} <= components
+    # One sandbox per replica: every component a container of the one pod.
+    assert [p["metadata"]["name"] for p in items] == ["etcd-0"]
+    assert [c["name"] for c in items[0]["spec"]["initContainers"] + items[0]["spec"]["containers"]] == [
+        "etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"]  # fmt: skip
+    assert all(c["ready"] and c["started"] for c in items[0]["status"]["containerStatuses"])
     assert_sandboxed(items)
-    assert f"registry.k8s.io/kube-apiserver:{PREVIOUS}" in {c["image"] for p in items for c in p["spec"]["containers"]}
+    assert f"registry.k8s.io/kube-apiserver:{PREVIOUS}" in {c["image"] for c in items[0]["spec"]["initContainers"]}
 
 
 def test_kubeconfig_works_from_outside_and_shows_only_the_tenant(alpha: Tenant, super_kubectl: Kubectl) -> None:
@@ -192,7 +195,7 @@ def test_tenants_cannot_reach_each_other_nor_the_super_cluster(
                      if s["spec"].get("selector")),
         timeout=60, what="beta's Service mirrored down",
     )  # fmt: skip
-    beta_etcd = running(pods(super_kubectl, beta.control_plane_namespace, "stockade.dev/component=etcd"))[0]
+    beta_replica = running(pods(super_kubectl, beta.control_plane_namespace, f"{naming.LABEL_REPLICA}=true"))[0]
     endpoints = super_kubectl.json("get", "endpoints", "kubernetes", "-n", "default")["subsets"][0]
     super_api = f"{endpoints['addresses'][0]['ip']}:{endpoints['ports'][0]['port']}"
     alpha_web = running(pods(super_kubectl, alpha.workloads_namespace, SUPER_WEB))[0]
@@ -201,7 +204,7 @@ def test_tenants_cannot_reach_each_other_nor_the_super_cluster(
         "own-pod": f"{alpha_web['status']['podIP']}:8080",
         "beta-pod": f"{beta_pod['status']['podIP']}:8080",
         "beta-service": f"{beta_service['spec']['clusterIP']}:80",
-        "beta-etcd": f"{beta_etcd['status']['podIP']}:2379",
+        "beta-etcd-peer": f"{beta_replica['status']['podIP']}:{naming.ETCD_PEER_PORT}",
         "super-api": super_api,
         "super-api-service": "10.0.0.1:443",
         "metadata": "169.254.169.254:80",
@@ -221,7 +224,7 @@ def test_api_server_pod_and_operator_killed_together_converge_with_nothing_lost(
     alpha: Tenant, stockade: Operator, super_kubectl: Kubectl
 ) -> None:
     before = {p["metadata"]["uid"] for p in running(pods(super_kubectl, alpha.workloads_namespace, SUPER_WEB))}
-    selector = "stockade.dev/component=kube-apiserver"
+    selector = f"{naming.LABEL_REPLICA}=true"  # the API server's pod: the whole replica
     killed = {p["metadata"]["name"] for p in pods(super_kubectl, alpha.control_plane_namespace, selector)}
     super_kubectl("delete", "pod", "-n", alpha.control_plane_namespace, "-l", selector, "--grace-period=0", "--force")
     stockade.restart()
@@ -272,7 +275,7 @@ def test_upgrade_one_minor_keeps_workloads_and_kubeconfig(alpha: Tenant, super_k
     server = lambda: json.loads(alpha.kubectl("version", "-o", "json"))["serverVersion"]["gitVersion"]  # noqa: E731
     eventually(lambda: server() == CURRENT, timeout=120, what=f"the tenant API server reports {CURRENT}")
     cp_pods = running(pods(super_kubectl, alpha.control_plane_namespace))
-    images = {c["image"] for p in cp_pods for c in p["spec"]["containers"]}
+    images = {c["image"] for p in cp_pods for c in p["spec"]["initContainers"] + p["spec"]["containers"]}
     assert f"registry.k8s.io/kube-apiserver:{CURRENT}" in images
     assert alpha.kubectl.json("get", "deployment", "web", "-n", APP_NAMESPACE)["spec"]["replicas"] == 1
     after = {p["metadata"]["uid"] for p in running(pods(super_kubectl, alpha.workloads_namespace, SUPER_WEB))}

@@ -18,7 +18,7 @@ from tests.integration.conftest import REPO, RunningOperator
 
 pytestmark = pytest.mark.integration
 GROUP, VERSION, PLURAL = "stockade.dev", "v1alpha1", "tenants"
-CONTROL_PLANE_DEPLOYMENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+CONTAINERS = ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"]
 
 
 def custom(api: client.ApiClient) -> client.CustomObjectsApi:
@@ -85,13 +85,16 @@ def assert_hardened_pod(template: dict[str, Any], runtime_class: str) -> None:
     assert security["run_as_non_root"] is True and security["run_as_user"] != 0
     assert security["seccomp_profile"]["type"] == "RuntimeDefault"
     assert template["metadata"]["annotations"]["stockade.dev/pki-checksum"]
-    for container in spec["containers"]:
+    # One pod per replica: etcd and the API server as sidecars (in start order), then the controllers.
+    assert [c["name"] for c in spec["init_containers"] + spec["containers"]] == CONTAINERS
+    for container in spec["init_containers"] + spec["containers"]:
         sc = container["security_context"]
         assert sc["allow_privilege_escalation"] is False
         assert sc["read_only_root_filesystem"] is True
         assert sc["capabilities"]["drop"] == ["ALL"]
         assert container["resources"]["requests"] and container["resources"]["limits"]
-        assert container["liveness_probe"] and container["readiness_probe"]
+        assert container["liveness_probe"] and container["startup_probe"]
+    assert all(c["readiness_probe"] and c["restart_policy"] == "Always" for c in spec["init_containers"])
     for volume in spec["volumes"]:
         for source in (volume.get("projected") or {}).get("sources") or []:
             for item in source["secret"]["items"]:
@@ -124,26 +127,24 @@ def test_examples_create_every_object_with_the_security_settings(
         assert wl_ns.metadata.labels["stockade.dev/workloads"] == "true"
         assert wl_ns.metadata.owner_references[0].uid == obj["metadata"]["uid"]
 
-        etcd = apps.read_namespaced_stateful_set("etcd", cp).to_dict()
-        assert etcd["spec"]["replicas"] == replicas
-        assert_hardened_pod(etcd["spec"]["template"], "kata")
-        for deployment in CONTROL_PLANE_DEPLOYMENTS:
-            d = apps.read_namespaced_deployment(deployment, cp).to_dict()
-            assert d["spec"]["replicas"] == replicas
-            assert d["metadata"]["labels"]["stockade.dev/tenant"] == name
-            assert_hardened_pod(d["spec"]["template"], "kata")
+        control_plane = apps.read_namespaced_stateful_set(naming.CONTROL_PLANE, cp).to_dict()
+        assert control_plane["spec"]["replicas"] == replicas
+        assert control_plane["metadata"]["labels"]["stockade.dev/tenant"] == name
+        assert_hardened_pod(control_plane["spec"]["template"], "kata")
+        assert not apps.list_namespaced_deployment(cp).items
 
         policies = {p.metadata.name: p for p in networking.list_namespaced_network_policy(cp).items}
-        assert {"default-deny", "etcd", "kube-apiserver", "controllers"} <= set(policies)
+        assert set(policies) == {"default-deny", "control-plane"}
         assert policies["default-deny"].spec.pod_selector.match_labels is None
         assert set(policies["default-deny"].spec.policy_types) == {"Ingress", "Egress"}
-        etcd_from = policies["etcd"].spec.ingress[0]._from[0].pod_selector.match_labels
-        assert etcd_from == {"stockade.dev/component": "kube-apiserver"}
+        peers = policies["control-plane"].spec.ingress[1]
+        assert peers._from[0].pod_selector.match_labels == {"stockade.dev/component": "etcd"}
+        assert [p.port for p in peers.ports] == [2380]
         wl_policies = {p.metadata.name for p in networking.list_namespaced_network_policy(wl).items}
         assert {"default-deny", "same-tenant"} <= wl_policies
 
         pdbs = {p.metadata.name for p in policy.list_namespaced_pod_disruption_budget(cp).items}
-        assert pdbs == (set() if replicas == 1 else {"etcd", *CONTROL_PLANE_DEPLOYMENTS})
+        assert pdbs == (set() if replicas == 1 else {naming.CONTROL_PLANE})
         secrets = {s.metadata.name for s in core.list_namespaced_secret(cp).items}
         assert {
             "pki-ca",
@@ -214,15 +215,15 @@ def test_spec_changes_update_the_objects(super_client: client.ApiClient, stockad
     assert core.read_namespaced_resource_quota("tenant-quota", wl).spec.hard["requests.cpu"] == "3"
     assert core.read_namespace(wl).metadata.labels["pod-security.kubernetes.io/enforce"] == "baseline"
     assert gone(lambda: networking.read_namespaced_network_policy("internet-egress", wl))
-    container = apps.read_namespaced_deployment("kube-apiserver", cp).spec.template.spec.containers[0]
+    pod_spec = apps.read_namespaced_stateful_set(naming.CONTROL_PLANE, cp).spec.template.spec
+    container = next(c for c in pod_spec.init_containers if c.name == "kube-apiserver")
     assert container.resources.limits["memory"] == "3Gi"
 
     patch_tenant(super_client, "changing", {"spec": {"suspended": True}})
     obj = wait_observed(super_client, "changing")
     assert obj["status"]["phase"] == "Suspended"
     assert condition(obj, "Ready")["reason"] == "Suspended"
-    assert apps.read_namespaced_stateful_set("etcd", cp).spec.replicas == 0
-    assert all(apps.read_namespaced_deployment(d, cp).spec.replicas == 0 for d in CONTROL_PLANE_DEPLOYMENTS)
+    assert apps.read_namespaced_stateful_set(naming.CONTROL_PLANE, cp).spec.replicas == 0
     assert core.read_namespaced_secret("pki-ca", cp)  # data is kept
 
     patch_tenant(super_client, "changing", {"spec": {"suspended": False}})
@@ -380,7 +381,8 @@ def test_operator_killed_mid_provisioning_converges(
     ca = pki.load_certificate(base64.b64decode(data["pki-ca"]["tls.crt"]))
     for leaf in ("pki-apiserver", "pki-admin", "pki-controller-manager"):
         assert pki.is_signed_by(pki.load_certificate(base64.b64decode(data[leaf]["tls.crt"])), ca)
-    assert len(client.AppsV1Api(super_client).list_namespaced_deployment(cp).items) == 3
+    apps = client.AppsV1Api(super_client)
+    assert [s.metadata.name for s in apps.list_namespaced_stateful_set(cp).items] == [naming.CONTROL_PLANE]
 
 
 def test_kubeconfig_command(
@@ -428,10 +430,8 @@ def test_version_upgrade_rolls_the_control_plane(
     cp = naming.control_plane_namespace("upgrading")
 
     def images() -> dict[str, str]:
-        found = {d: apps.read_namespaced_deployment(d, cp).spec.template.spec.containers[0].image
-                 for d in CONTROL_PLANE_DEPLOYMENTS}  # fmt: skip
-        found["etcd"] = apps.read_namespaced_stateful_set("etcd", cp).spec.template.spec.containers[0].image
-        return found
+        spec = apps.read_namespaced_stateful_set(naming.CONTROL_PLANE, cp).spec.template.spec
+        return {c.name: c.image for c in spec.init_containers + spec.containers}
 
     assert images()["kube-apiserver"] == "registry.k8s.io/kube-apiserver:v1.33.9"
     assert images()["etcd"] == "registry.k8s.io/etcd:3.5.21-0"
@@ -443,22 +443,22 @@ def test_version_upgrade_rolls_the_control_plane(
         "kube-scheduler": "registry.k8s.io/kube-scheduler:v1.34.4",
         "etcd": "registry.k8s.io/etcd:3.6.4-0",
     }
-    # The API server rolls without losing capacity (a surge of one, none unavailable).
-    strategy = apps.read_namespaced_deployment("kube-apiserver", cp).spec.strategy.rolling_update
-    assert (strategy.max_surge, strategy.max_unavailable) == (1, 0)
+    # Replicas roll one at a time (an HA tenant keeps etcd's quorum and a serving API server).
+    strategy = apps.read_namespaced_stateful_set(naming.CONTROL_PLANE, cp).spec.update_strategy
+    assert strategy.type == "RollingUpdate" and strategy.rolling_update.partition == 0
 
 
-def deny_deployments_in(api: client.ApiClient, namespace: str, name: str) -> None:
-    """A super-cluster admission policy refusing every Deployment write in `namespace`."""
+def deny_statefulsets_in(api: client.ApiClient, namespace: str, name: str) -> None:
+    """A super-cluster admission policy refusing every StatefulSet write in `namespace`."""
     admission = client.AdmissionregistrationV1Api(api)
     admission.create_validating_admission_policy({
         "metadata": {"name": name},
         "spec": {"failurePolicy": "Fail",
                  "matchConstraints": {
-                     "resourceRules": [{"apiGroups": ["apps"], "apiVersions": ["v1"], "resources": ["deployments"],
+                     "resourceRules": [{"apiGroups": ["apps"], "apiVersions": ["v1"], "resources": ["statefulsets"],
                                         "operations": ["CREATE", "UPDATE"]}],
                      "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}},
-                 "validations": [{"expression": "false", "message": "deployments are frozen for this test"}]},
+                 "validations": [{"expression": "false", "message": "statefulsets are frozen for this test"}]},
     })  # fmt: skip
     admission.create_validating_admission_policy_binding(
         {"metadata": {"name": name}, "spec": {"policyName": name, "validationActions": ["Deny"]}}
@@ -479,17 +479,17 @@ def test_a_pass_failing_after_the_secrets_rotates_the_ca_exactly_once(
         return base64.b64decode(core.read_namespaced_secret("pki-ca", cp).data["tls.crt"])
 
     def checksum() -> str:
-        template = apps.read_namespaced_deployment("kube-apiserver", cp).spec.template
+        template = apps.read_namespaced_stateful_set(naming.CONTROL_PLANE, cp).spec.template
         return str(template.metadata.annotations["stockade.dev/pki-checksum"])
 
     original, checksum_before = ca(), checksum()
     policy = "freeze-rotor"
-    deny_deployments_in(super_client, cp, policy)
+    deny_statefulsets_in(super_client, cp, policy)
     try:
-        # Positive control: the policy refuses a Deployment write in that namespace.
+        # Positive control: the policy refuses a StatefulSet write in that namespace.
         def refused() -> bool:
             try:
-                apps.patch_namespaced_deployment("kube-apiserver", cp, {"metadata": {"labels": {"probe": "1"}}})
+                apps.patch_namespaced_stateful_set(naming.CONTROL_PLANE, cp, {"metadata": {"labels": {"probe": "1"}}})
             except ApiException as error:
                 return "frozen" in error.body
             return False
@@ -508,3 +508,35 @@ def test_a_pass_failing_after_the_secrets_rotates_the_ca_exactly_once(
         admission.delete_validating_admission_policy(policy)
     eventually(lambda: checksum() != checksum_before, 60, what="the control plane rolled to the new PKI")
     assert ca() == rotated
+
+
+def legacy_deployment(name: str, labels: dict[str, str]) -> dict[str, Any]:
+    selector = {"app": name}
+    pod = {"containers": [{"name": "c", "image": "registry.k8s.io/pause:3.10"}]}
+    return {"metadata": {"name": name, "labels": labels},
+            "spec": {"replicas": 0, "selector": {"matchLabels": selector},
+                     "template": {"metadata": {"labels": selector}, "spec": pod}}}  # fmt: skip
+
+
+def test_a_tenant_of_the_earlier_layout_loses_its_per_component_workloads(
+    super_client: client.ApiClient, stockade_operator: RunningOperator
+) -> None:
+    """The workloads of the layout before one pod per replica (a Deployment per component, etcd's
+    client Service) are deleted; a Deployment that is not Stockade's is left alone."""
+    create_tenant(super_client, tenant_body("elder"))
+    wait_observed(super_client, "elder")
+    apps, core = client.AppsV1Api(super_client), client.CoreV1Api(super_client)
+    cp = naming.control_plane_namespace("elder")
+    ours = naming.tenant_labels("elder", naming.ROLE_CONTROL_PLANE)
+    for name in naming.LEGACY_DEPLOYMENTS:
+        apps.create_namespaced_deployment(cp, legacy_deployment(name, ours))
+    apps.create_namespaced_deployment(cp, legacy_deployment("someone-elses", {"app": "x"}))
+    core.create_namespaced_service(cp, {"metadata": {"name": naming.ETCD, "labels": ours},
+                                        "spec": {"ports": [{"port": 2379}]}})  # fmt: skip
+    patch_tenant(super_client, "elder", {"metadata": {"annotations": {"touch": "1"}}})  # a pass now, not at a tick
+    eventually(
+        lambda: [d.metadata.name for d in apps.list_namespaced_deployment(cp).items] == ["someone-elses"],
+        30, what="the earlier layout's Deployments deleted",
+    )  # fmt: skip
+    eventually(lambda: gone(lambda: core.read_namespaced_service(naming.ETCD, cp)), 30, what="etcd Service deleted")
+    assert core.read_namespaced_service(naming.APISERVER, cp)

@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import pytest
+import yaml
 
+from stockade import certificates as certs
 from stockade import naming, render
 from stockade.config import OperatorConfig
 from stockade.model import TenantSpec
@@ -20,8 +23,21 @@ def by_kind(objects: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any
     return {o["metadata"]["name"]: o for o in objects if o["kind"] == kind}
 
 
-def pod_templates(objects: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [o["spec"]["template"] for o in objects if o["kind"] in ("Deployment", "StatefulSet")]
+def control_plane(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    """The one pod template of the control plane (a pod per replica)."""
+    (statefulset,) = [o for o in objects if o["kind"] == "StatefulSet"]
+    assert not [o for o in objects if o["kind"] == "Deployment"]
+    assert statefulset["metadata"]["name"] == naming.CONTROL_PLANE
+    return dict(statefulset["spec"]["template"])
+
+
+def containers(template: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    spec = template["spec"]
+    return {c["name"]: c for c in [*spec["initContainers"], *spec["containers"]]}
+
+
+def args_of(template: dict[str, Any], container: str) -> list[str]:
+    return list(containers(template)[container]["args"])
 
 
 def test_every_object_is_labelled_and_owned() -> None:
@@ -41,70 +57,125 @@ def test_every_object_is_labelled_and_owned() -> None:
         ]
 
 
-def test_pods_are_sandboxed_and_hardened() -> None:
-    templates = pod_templates(rendered())
-    assert len(templates) == 4
-    for template in templates:
-        spec = template["spec"]
-        assert spec["runtimeClassName"] == "kata"
-        assert spec["automountServiceAccountToken"] is False
-        assert spec["securityContext"]["runAsNonRoot"] is True
-        assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-        assert template["metadata"]["annotations"]["stockade.dev/pki-checksum"] == "sum"
-        for container in spec["containers"]:
-            assert container["securityContext"] == {
-                "allowPrivilegeEscalation": False,
-                "readOnlyRootFilesystem": True,
-                "privileged": False,
-                "capabilities": {"drop": ["ALL"]},
-            }
-            assert set(container["resources"]) == {"requests", "limits"}
+def test_one_sandboxed_pod_per_replica_every_container_hardened() -> None:
+    template = control_plane(rendered())
+    spec = template["spec"]
+    assert spec["runtimeClassName"] == "kata"
+    assert spec["automountServiceAccountToken"] is False
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert template["metadata"]["annotations"]["stockade.dev/pki-checksum"] == "sum"
+    assert template["metadata"]["labels"][naming.LABEL_REPLICA] == "true"
+    found = containers(template)
+    assert list(found) == ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"]
+    for container in found.values():
+        assert container["securityContext"] == {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "privileged": False,
+            "capabilities": {"drop": ["ALL"]},
+        }
+        assert set(container["resources"]) == {"requests", "limits"}
+    assert found["kube-apiserver"]["resources"]["limits"] == {"cpu": "2", "memory": "2Gi"}
+    assert found["kube-scheduler"]["resources"]["requests"] == {"cpu": "50m", "memory": "96Mi"}
+
+
+def test_each_container_mounts_only_its_own_certificates() -> None:
+    template = control_plane(rendered())
+    volumes = {v["name"]: v for v in template["spec"]["volumes"]}
+    for name, container in containers(template).items():
+        pki_mounts = [m["name"] for m in container["volumeMounts"] if m["mountPath"] == render.PKI_DIR]
+        assert pki_mounts == [f"pki-{name}"]
+        projected = [s["secret"]["name"] for s in volumes[f"pki-{name}"]["projected"]["sources"]]
+        assert projected == [secret for secret, _ in render.PKI_SOURCES[name]]
+    # The scheduler mounts its kubeconfig alone.
+    assert [s for s, _ in render.PKI_SOURCES[naming.SCHEDULER]] == [naming.kubeconfig_secret("scheduler")]
+
+
+def test_components_start_in_dependency_order_and_talk_over_loopback() -> None:
+    template = control_plane(rendered())
+    init = template["spec"]["initContainers"]
+    # Sidecars, in order: etcd, then the API server once etcd has a leader; the controllers once it is ready.
+    assert [(c["name"], c["restartPolicy"]) for c in init] == [("etcd", "Always"), ("kube-apiserver", "Always")]
+    assert init[0]["startupProbe"]["httpGet"]["path"] == "/health"
+    assert init[1]["startupProbe"]["httpGet"]["path"] == "/readyz"
+    for container in init + template["spec"]["containers"]:
+        assert container["startupProbe"]["periodSeconds"] == 1
+    for container in template["spec"]["containers"]:  # a sick controller keeps the API server in its Service
+        assert "readinessProbe" not in container and "livenessProbe" in container
+    assert "--listen-client-urls=https://127.0.0.1:2379" in args_of(template, "etcd")
+    assert "--etcd-servers=https://127.0.0.1:2379" in args_of(template, "kube-apiserver")
+
+
+def test_controllers_reach_the_api_server_of_their_own_pod() -> None:
+    inp = render.TenantInput("team-a", "uid-1", TenantSpec(), OperatorConfig())
+    names = certs.ServingNames(apiserver_dns=("x",), apiserver_ips=("127.0.0.1",), etcd_dns=("y",), etcd_ips=())
+    bundle = certs.plan_pki({}, {}, None, names).bundle
+    servers = {}
+    for secret in render.kubeconfig_secrets(inp, bundle):
+        config = yaml.safe_load(base64.b64decode(secret["data"]["kubeconfig"]))
+        servers[secret["metadata"]["name"]] = config["clusters"][0]["cluster"]["server"]
+    local, service = "https://127.0.0.1:6443", naming.apiserver_url("team-a")
+    assert servers == {"controller-manager-kubeconfig": local, "scheduler-kubeconfig": local,
+                       "admin-kubeconfig": service, "syncer-kubeconfig": service}  # fmt: skip
 
 
 def test_runtime_class_and_registry_come_from_the_spec() -> None:
     objects = rendered({"controlPlane": {"runtimeClassName": "gvisor", "imageRegistry": "mirror.local:5000/k8s"}})
-    for template in pod_templates(objects):
-        assert template["spec"]["runtimeClassName"] == "gvisor"
-        assert template["spec"]["containers"][0]["image"].startswith("mirror.local:5000/k8s/")
-    assert (
-        by_kind(objects, "Deployment")["kube-apiserver"]["spec"]["template"]["spec"]["containers"][0]["image"]
-        == "mirror.local:5000/k8s/kube-apiserver:v1.34.4"
-    )
+    template = control_plane(objects)
+    assert template["spec"]["runtimeClassName"] == "gvisor"
+    images = {name: c["image"] for name, c in containers(template).items()}
+    assert all(image.startswith("mirror.local:5000/k8s/") for image in images.values())
+    assert images["kube-apiserver"] == "mirror.local:5000/k8s/kube-apiserver:v1.34.4"
 
 
 def test_suspended_scales_to_zero() -> None:
     objects = rendered({"suspended": True})
-    assert {o["spec"]["replicas"] for o in objects if o["kind"] in ("Deployment", "StatefulSet")} == {0}
+    assert {o["spec"]["replicas"] for o in objects if o["kind"] == "StatefulSet"} == {0}
 
 
 def test_high_availability() -> None:
     objects = rendered({"controlPlane": {"replicas": 3}})
-    etcd = by_kind(objects, "StatefulSet")["etcd"]
-    args = etcd["spec"]["template"]["spec"]["containers"][0]["args"]
-    initial = next(a for a in args if a.startswith("--initial-cluster="))
+    template = control_plane(objects)
+    initial = next(a for a in args_of(template, "etcd") if a.startswith("--initial-cluster="))
     assert initial.count(",") == 2  # three members
+    assert "etcd-2=https://etcd-2.etcd-peers.stockade-team-a-control-plane.svc:2380" in initial
     pdbs = by_kind(objects, "PodDisruptionBudget")
-    assert pdbs["etcd"]["spec"]["minAvailable"] == 2
-    assert pdbs["kube-apiserver"]["spec"]["minAvailable"] == 2
-    kcm = by_kind(objects, "Deployment")["kube-controller-manager"]
-    assert "--leader-elect=true" in kcm["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert list(pdbs) == [naming.CONTROL_PLANE] and pdbs[naming.CONTROL_PLANE]["spec"]["minAvailable"] == 2
+    assert "--leader-elect=true" in args_of(template, "kube-controller-manager")
+    assert "--leader-elect=true" in args_of(template, "kube-scheduler")
     assert not by_kind(rendered(), "PodDisruptionBudget")
+
+
+def test_services_route_to_whole_replicas_and_peers_find_every_member() -> None:
+    services = by_kind(rendered(), "Service")
+    assert set(services) == {naming.APISERVER, naming.ETCD_PEERS}
+    assert services[naming.APISERVER]["spec"]["selector"] == {naming.LABEL_REPLICA: "true"}
+    # Members of both layouts (an HA tenant migrating keeps its quorum).
+    assert services[naming.ETCD_PEERS]["spec"]["selector"] == {naming.LABEL_COMPONENT: "etcd"}
 
 
 def test_network_policies() -> None:
     closed = by_kind(rendered(), "NetworkPolicy")
+    assert set(closed) == {"default-deny", "control-plane", "same-tenant"}
     assert "internet-egress" not in closed
     open_ = by_kind(rendered({"workloads": {"egress": {"internet": True}}}), "NetworkPolicy")
     blocked = open_["internet-egress"]["spec"]["egress"][0]["to"][0]["ipBlock"]["except"]
     assert "169.254.0.0/16" in blocked and "10.1.2.3/32" in blocked and "10.0.0.0/8" in blocked
-    apiserver = closed["kube-apiserver"]["spec"]["ingress"][0]
-    assert len(apiserver["from"]) == 3  # own components, own workloads, the operator
+    api, peers = closed["control-plane"]["spec"]["ingress"]
+    assert api["ports"] == [{"port": 6443}] and len(api["from"]) == 2  # own workloads, the operator
+    assert peers == {"from": [{"podSelector": {"matchLabels": {naming.LABEL_COMPONENT: "etcd"}}}],
+                     "ports": [{"port": 2380}]}  # fmt: skip
+    # No port of etcd's but the peer port is open to anyone, in or out.
+    egress_ports = [p["port"] for rule in closed["control-plane"]["spec"]["egress"] for p in rule["ports"]]
+    assert egress_ports == [2380, 53, 53]
     exposed = by_kind(rendered({"controlPlane": {"service": {"type": "LoadBalancer"}}}), "NetworkPolicy")
-    assert "from" not in exposed["kube-apiserver"]["spec"]["ingress"][0]
+    assert "from" not in exposed["control-plane"]["spec"]["ingress"][0]
 
 
 def test_ephemeral_etcd_has_no_claim() -> None:
-    etcd = by_kind(rendered({"controlPlane": {"etcd": {"storage": {"type": "Ephemeral"}}}}), "StatefulSet")["etcd"]
+    objects = rendered({"controlPlane": {"etcd": {"storage": {"type": "Ephemeral"}}}})
+    etcd = by_kind(objects, "StatefulSet")[naming.CONTROL_PLANE]
     assert "volumeClaimTemplates" not in etcd["spec"]
     assert {"name": "data", "emptyDir": {}} in etcd["spec"]["template"]["spec"]["volumes"]
 
