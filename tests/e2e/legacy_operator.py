@@ -36,7 +36,12 @@ async def main(name: str, deadline: float) -> None:
     stop_at = time.monotonic() + deadline
     try:
         while time.monotonic() < stop_at:
-            status = await reconciler.reconcile(name, lambda kind, reason, message: say(kind, reason, message))
+            try:  # a failed pass is retried, as kopf would
+                status = await reconciler.reconcile(name, lambda kind, reason, message: say(kind, reason, message))
+            except Exception as error:
+                await say("pass failed:", error)
+                await asyncio.sleep(2)
+                continue
             if syncer is None and status is not None and status.version:
                 body = await kube.get(API_VERSION, KIND, name)
                 tenant = {"metadata": body["metadata"], "spec": body["spec"]}

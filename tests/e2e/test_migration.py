@@ -35,13 +35,18 @@ SUPER_WEB = f"{tr.carried_label('app')}=web"
 
 @pytest.fixture(scope="module")
 def legacy_release(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """That release's `operator/` folder (its package and templates), from git."""
+    """That release's files (`operator/`: its package and templates; `manifests/`), from git."""
     folder = tmp_path_factory.mktemp("legacy")
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", LEGACY_COMMIT, "operator"],
-                             check=True, capture_output=True, timeout=60).stdout  # fmt: skip
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", LEGACY_COMMIT, "operator",
+                              "manifests"], check=True, capture_output=True, timeout=60).stdout  # fmt: skip
     with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
         tar.extractall(folder, filter="data")
-    return folder / "operator"
+    return folder
+
+
+def install_rbac(super_kubectl: Kubectl, release: Path) -> None:
+    """The operator's ClusterRole of a release (the verbs differ between layouts)."""
+    super_kubectl("apply", "--server-side", "--force-conflicts", "-f", str(release / "manifests" / "rbac.yaml"))
 
 
 @pytest.fixture(scope="module")
@@ -54,17 +59,19 @@ def elder(stockade: Operator, super_kubectl: Kubectl, legacy_release: Path, tmp_
         "stockade-legacy-operator",
         [sys.executable, str(Path(__file__).with_name("legacy_operator.py")), NAME, "900"],
         folder / "legacy-operator.log", SESSION_OWNER,
-        env={"PYTHONPATH": str(legacy_release), "KUBECONFIG": str(stockade.kubeconfig),
+        env={"PYTHONPATH": str(legacy_release / "operator"), "KUBECONFIG": str(stockade.kubeconfig),
              "STOCKADE_RUNTIME_CLASS": RUNTIME_CLASS, "STOCKADE_NETGATE_IMAGE": NETGATE_IMAGE,
              "PYTHONUNBUFFERED": "1"},
     )  # fmt: skip
     stockade.stop()  # this release's operator must not see the Tenant before the migration
+    install_rbac(super_kubectl, legacy_release)
     legacy.start()
-    tenant = create_tenant(super_kubectl, folder, NAME, {})
+    tenant = create_tenant(super_kubectl, folder, NAME, {"controlPlane": {"service": {"type": "NodePort"}}})
     try:
         yield tenant, legacy
     finally:
         legacy.stop()
+        install_rbac(super_kubectl, REPO)
         if not stockade.process.running():
             stockade.start()
         super_kubectl("delete", "tenant", NAME, "--ignore-not-found", "--wait=false")
@@ -88,7 +95,8 @@ def test_a_tenant_of_the_previous_release_migrates_in_place_keeping_data_and_wor
 
     # The previous release provisions it, in its own layout, and runs a workload.
     def legacy_ready() -> bool:
-        assert legacy.running(), f"the legacy operator exited:\n{legacy.log_tail(40)}"
+        if not legacy.running():
+            pytest.fail(f"the legacy operator exited:\n{legacy.log_tail(40)}")
         return tenant.condition("Ready").get("status") == "True"
 
     eventually(legacy_ready, timeout=420, interval=2, what="the legacy Tenant Ready")
@@ -104,8 +112,9 @@ def test_a_tenant_of_the_previous_release_migrates_in_place_keeping_data_and_wor
     super_pod = running(pods(super_kubectl, tenant.workloads_namespace, SUPER_WEB))[0]
     config_map = tenant.kubectl.json("get", "configmap", "keep", "-n", APP_NAMESPACE)
 
-    # This release takes over.
+    # This release takes over, installed as an upgrade would: its RBAC, then its operator.
     legacy.stop()
+    install_rbac(super_kubectl, REPO)
     stockade.start()
     migrated = eventually(
         lambda: (found := layout(super_kubectl, tenant))["deployments"] == []

@@ -225,11 +225,11 @@ def test_api_server_pod_and_operator_killed_together_converge_with_nothing_lost(
 ) -> None:
     before = {p["metadata"]["uid"] for p in running(pods(super_kubectl, alpha.workloads_namespace, SUPER_WEB))}
     selector = f"{naming.LABEL_REPLICA}=true"  # the API server's pod: the whole replica
-    killed = {p["metadata"]["name"] for p in pods(super_kubectl, alpha.control_plane_namespace, selector)}
+    killed = {p["metadata"]["uid"] for p in pods(super_kubectl, alpha.control_plane_namespace, selector)}
     super_kubectl("delete", "pod", "-n", alpha.control_plane_namespace, "-l", selector, "--grace-period=0", "--force")
     stockade.restart()
-    eventually(
-        lambda: {p["metadata"]["name"] for p in running(pods(super_kubectl, alpha.control_plane_namespace, selector))}
+    eventually(  # the StatefulSet's pod comes back under the same name: a new uid
+        lambda: {p["metadata"]["uid"] for p in running(pods(super_kubectl, alpha.control_plane_namespace, selector))}
         - killed,
         timeout=120, what="a new API server pod running",
     )  # fmt: skip
