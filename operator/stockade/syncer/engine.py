@@ -72,6 +72,7 @@ class TenantSyncer:
             ctx, super_kube, tenant_kube, tenant_ca_pem, capacity=capacity, heartbeat_seconds=heartbeat_seconds
         )
         self.kinds: dict[str, Kind] = {cls.kind: cls(self.sides) for cls in KINDS}
+        self.sides.kinds = self.kinds
         selector = f"{naming.LABEL_TENANT}={ctx.tenant},{naming.LABEL_SYNCED}=true"
         for name, kind in self.kinds.items():
             if kind.tenant_watched:

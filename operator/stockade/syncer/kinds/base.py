@@ -91,6 +91,8 @@ class Sides:
         self.super_caches: dict[str, Informer] = {}
         self.failures: dict[tuple[str, Key], int] = {}  # consecutive failures per (kind, key)
         self._told: dict[str, str] = {}  # tenant uid -> last warning posted
+        # Every kind by name (the engine fills it), so one kind can sync what it depends on first.
+        self.kinds: dict[str, Kind] = {}
 
     # -- the caches ------------------------------------------------------------------------------
 
@@ -103,6 +105,13 @@ class Sides:
 
     def super_objects(self, kind: str) -> Iterator[tuple[Key, dict[str, Any]]]:
         return iter(list(self.super_caches[kind].cache.items()))
+
+    async def first(self, kind: str, key: Key) -> None:
+        """Mirror a dependency now if the tenant has it and the super side does not yet (a pod's
+        ServiceAccount, ConfigMaps and Secrets): the dependant is then created after it instead of
+        being refused (403 "serviceaccount not found") and retried with backoff."""
+        if kind in self.kinds and self.in_tenant(kind, key) is not None and self.shadow(kind, key) is None:
+            await self.kinds[kind].sync(key)
 
     def lasting(self, kind: str, key: Key) -> bool:
         """Whether (kind, key) has failed often enough in a row that the tenant should hear of it."""

@@ -235,6 +235,29 @@ def wants_token(pod: Mapping[str, Any]) -> bool:
     )
 
 
+def dependencies(pod: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(kind, name) of the objects in the pod's namespace it names, to mirror before the pod: its
+    ServiceAccount, and the ConfigMaps and Secrets of its volumes, environment and pull secrets."""
+    spec = pod["spec"]
+    found = [("ServiceAccount", spec.get("serviceAccountName") or "default")]
+    found += [("Secret", ref["name"]) for ref in spec.get("imagePullSecrets") or [] if ref.get("name")]
+    for volume in spec.get("volumes") or []:
+        sources = [volume, *((volume.get("projected") or {}).get("sources") or [])]
+        for source in sources:
+            found += [("ConfigMap", n) for n in [(source.get("configMap") or {}).get("name")] if n]
+            secret = source.get("secret") or {}
+            found += [("Secret", n) for n in [secret.get("secretName") or secret.get("name")] if n]
+    for _, _, container in _containers(spec):
+        for source in container.get("envFrom") or []:
+            found += [("ConfigMap", n) for n in [(source.get("configMapRef") or {}).get("name")] if n]
+            found += [("Secret", n) for n in [(source.get("secretRef") or {}).get("name")] if n]
+        for env in container.get("env") or []:
+            value_from = env.get("valueFrom") or {}
+            found += [("ConfigMap", n) for n in [(value_from.get("configMapKeyRef") or {}).get("name")] if n]
+            found += [("Secret", n) for n in [(value_from.get("secretKeyRef") or {}).get("name")] if n]
+    return list(dict.fromkeys(found))
+
+
 def translate_pod(pod: Mapping[str, Any], ctx: TenantContext, token_secret: str | None) -> dict[str, Any]:
     """The super pod for a tenant pod (which must already have passed `pod_refusal`)."""
     namespace = pod["metadata"]["namespace"]

@@ -101,6 +101,8 @@ class Pods(Kind):
 
     async def _create(self, pod: Mapping[str, Any]) -> None:
         s = self.sides
+        for kind, name in pod_spec.dependencies(pod):
+            await s.first(kind, (pod["metadata"]["namespace"], name))
         wants_token = pod_spec.wants_token(pod)
         shadow = pod_spec.translate_pod(pod, s.ctx, pod_spec.token_secret_name(pod) if wants_token else None)
         try:

@@ -214,3 +214,26 @@ def test_token_secret_is_owned_by_its_pod_from_birth() -> None:
     secret = pod_spec.token_secret(pod(), CTX, "jwt", b"ca", "2030-01-01T00:00:00Z", owner)
     assert secret["metadata"]["ownerReferences"] == [{"apiVersion": "v1", "kind": "Pod", "name": "sp", "uid": "su"}]
     assert secret["metadata"]["name"] == pod_spec.token_secret_name(pod())
+
+
+def test_dependencies_are_everything_the_pod_names_in_its_namespace() -> None:
+    projected = [{"configMap": {"name": "extra"}}, {"secret": {"name": "keys"}}, {"serviceAccountToken": {"path": "t"}}]
+    volumes = [
+        {"name": "a", "configMap": {"name": "settings"}},
+        {"name": "b", "secret": {"secretName": "tls"}},
+        {"name": "c", "projected": {"sources": projected}},
+        {"name": "d", "emptyDir": {}},
+    ]
+    env = [
+        {"name": "X", "valueFrom": {"secretKeyRef": {"name": "tls", "key": "k"}}},
+        {"name": "Y", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+    ]
+    container = {"name": "c", "image": "i", "env": env,
+                 "envFrom": [{"configMapRef": {"name": "env"}}, {"secretRef": {"name": "settings"}}]}  # fmt: skip
+    subject = pod({"serviceAccountName": "builder", "imagePullSecrets": [{"name": "registry"}], "volumes": volumes,
+                   "containers": [container]})  # fmt: skip
+    assert pod_spec.dependencies(subject) == [
+        ("ServiceAccount", "builder"), ("Secret", "registry"), ("ConfigMap", "settings"), ("Secret", "tls"),
+        ("ConfigMap", "extra"), ("Secret", "keys"), ("ConfigMap", "env"), ("Secret", "settings"),
+    ]  # fmt: skip
+    assert pod_spec.dependencies(pod()) == [("ServiceAccount", "default")]
