@@ -40,7 +40,7 @@ def test_product_wheel_has_no_test_code_and_ships_its_templates(tmp_path: Path) 
     modules = [n for n in names if n.endswith(".py")]
     assert not [n for n in names if "testbed" in n or "localcluster" in n or n.startswith("stockade_dev")], names
     assert {n for n in names if n.startswith("stockade/templates/")} >= {
-        f"stockade/templates/{t}.yaml.j2" for t in ("etcd", "apiserver", "controllers", "workloads")
+        f"stockade/templates/{t}.yaml.j2" for t in ("control-plane", "network-policies", "workloads")
     }
     for module in modules:
         imports = imported_modules(wheel.read(module).decode())

@@ -180,7 +180,7 @@ def test_leaf_rotation_rolls_the_pods(super_client: client.ApiClient, operator_p
     cp = naming.control_plane_namespace(TENANT)
 
     def checksum() -> str:
-        return apps.read_namespaced_deployment("kube-apiserver", cp).spec.template.metadata.annotations[
+        return apps.read_namespaced_stateful_set(naming.CONTROL_PLANE, cp).spec.template.metadata.annotations[
             "stockade.dev/pki-checksum"
         ]
 
