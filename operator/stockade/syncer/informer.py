@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
 
@@ -64,25 +64,11 @@ class Informer:
         self.read_timeout = read_timeout
         self.watch_seconds = watch_seconds
         self.cache: dict[Key, dict[str, Any]] = {}
-        # The same objects by namespace: what one tenant's view of a shared informer reads.
-        self.by_namespace: dict[str, dict[Key, dict[str, Any]]] = {}
         self.synced = asyncio.Event()
         self.resource_version = ""
 
     def get(self, key: Key) -> dict[str, Any] | None:
         return self.cache.get(key)
-
-    def _put(self, key: Key, obj: dict[str, Any]) -> None:
-        self.cache[key] = obj
-        self.by_namespace.setdefault(key[0], {})[key] = obj
-
-    def _drop(self, key: Key) -> dict[str, Any] | None:
-        gone = self.cache.pop(key, None)
-        if (namespace := self.by_namespace.get(key[0])) is not None:
-            namespace.pop(key, None)
-            if not namespace:
-                del self.by_namespace[key[0]]
-        return gone
 
     async def _relist(self) -> None:
         items, self.resource_version = await self.kube.list_with_version(
@@ -94,11 +80,11 @@ class Informer:
             item.setdefault("apiVersion", self.api_version)
         fresh = {key_of(item): item for item in items}
         for key in self.cache.keys() - fresh.keys():
-            gone = self._drop(key)
-            self.on_change("DELETED", key, gone or {})
+            gone = self.cache.pop(key)
+            self.on_change("DELETED", key, gone)
         for key, item in fresh.items():
             old = self.cache.get(key)
-            self._put(key, item)
+            self.cache[key] = item
             if old is None or old["metadata"].get("resourceVersion") != item["metadata"].get("resourceVersion"):
                 self.on_change("ADDED" if old is None else "MODIFIED", key, item)
         self.synced.set()
@@ -123,9 +109,9 @@ class Informer:
                 continue
             key = key_of(obj)
             if kind == "DELETED":
-                self._drop(key)
+                self.cache.pop(key, None)
             else:
-                self._put(key, obj)
+                self.cache[key] = obj
             self.on_change(str(kind), key, obj)
 
     async def run(self) -> None:
@@ -164,38 +150,3 @@ class Informer:
                 # missed, or answers 410 and we list again); an error answer lists again at once.
                 dropped = isinstance(error, aiohttp.ClientError | TimeoutError | OSError)
                 need_list = need_list or not dropped or not self.resource_version
-
-
-class Cache(Protocol):
-    """What a kind reads of one kind's objects on one side: an `Informer` or a `NamespaceView`."""
-
-    kind: str
-
-    @property
-    def cache(self) -> dict[Key, dict[str, Any]]: ...
-
-    @property
-    def synced(self) -> asyncio.Event: ...
-
-    def get(self, key: Key) -> dict[str, Any] | None: ...
-
-
-class NamespaceView:
-    """One tenant's view of a shared informer: the objects in its workloads namespace. Reads like
-    an `Informer` (`get`, `cache`, `synced`); the shared informer runs once for every tenant."""
-
-    def __init__(self, shared: Informer, namespace: str):
-        self.shared = shared
-        self.namespace = namespace
-        self.kind = shared.kind
-
-    @property
-    def cache(self) -> dict[Key, dict[str, Any]]:
-        return self.shared.by_namespace.get(self.namespace, {})
-
-    @property
-    def synced(self) -> asyncio.Event:
-        return self.shared.synced
-
-    def get(self, key: Key) -> dict[str, Any] | None:
-        return self.cache.get(key) if key[0] == self.namespace else None
