@@ -31,6 +31,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -90,13 +91,24 @@ def declared_overhead(super_kubectl: Kubectl, runtime_class: str) -> dict[str, s
     return dict((found.get("overhead") or {}).get("podFixed") or {})
 
 
-def fair_objects(name: str, runtime_class: str, cluster_ip: str) -> tuple[list[dict[str, Any]], certs.ControlPlanePKI]:
-    """What Stockade would create in a tenant's control-plane namespace, rendered by the same code,
-    with certificates for the Service's address — but owned by nobody and applied by hand."""
+def fair_input(name: str, runtime_class: str, pki_checksum: str = "") -> render.TenantInput:
     # As the benchmark's Tenants: the sandbox RuntimeClass, the API server as a NodePort Service.
     spec = TenantSpec.model_validate({"controlPlane": {"runtimeClassName": runtime_class,
                                                        "service": {"type": "NodePort"}}})  # fmt: skip
-    inp = render.TenantInput(name=name, uid="none", spec=spec, config=OperatorConfig())
+    return render.TenantInput(name=name, uid="none", spec=spec, config=OperatorConfig(), pki_checksum=pki_checksum)
+
+
+def unowned(objects: list[dict[str, Any]], namespace: str) -> list[dict[str, Any]]:
+    """The objects of the control-plane `namespace` (and the namespace itself), owned by nobody: with
+    no Tenant, the garbage collector would take them."""
+    kept = [o for o in objects if namespace in (o["metadata"].get("namespace"), o["metadata"]["name"])]
+    for obj in kept:
+        obj["metadata"].pop("ownerReferences", None)
+    return kept
+
+
+def fair_secrets(name: str, runtime_class: str, cluster_ip: str) -> tuple[list[dict[str, Any]], certs.ControlPlanePKI]:
+    """The certificate Secrets Stockade would make, for the Service's address, made beforehand."""
     names = certs.ServingNames(
         apiserver_dns=naming.apiserver_dns_names(name),
         apiserver_ips=("127.0.0.1", cluster_ip),
@@ -104,17 +116,11 @@ def fair_objects(name: str, runtime_class: str, cluster_ip: str) -> tuple[list[d
         etcd_ips=("127.0.0.1",),
     )
     bundle = certs.plan_pki({}, {}, None, names).bundle
-    secrets = render.pki_secrets(inp, bundle) + render.kubeconfig_secrets(inp, bundle)
-    inp = render.TenantInput(**{**inp.__dict__, "pki_checksum": render.checksum(secrets)})
-    namespace = naming.control_plane_namespace(name)
-    objects = [o for o in render.render_tenant(inp) if o["metadata"].get("namespace") == namespace
-               or (o["kind"] == "Namespace" and o["metadata"]["name"] == namespace)] + secrets  # fmt: skip
-    for obj in objects:
-        obj["metadata"].pop("ownerReferences", None)  # no Tenant: the garbage collector would take them
-    return objects, bundle
+    inp = fair_input(name, runtime_class)
+    return render.pki_secrets(inp, bundle) + render.kubeconfig_secrets(inp, bundle), bundle
 
 
-def readyz(cluster_ip: str, bundle: certs.ControlPlanePKI, folder: Path) -> bool:
+def readyz_probe(cluster_ip: str, bundle: certs.ControlPlanePKI, folder: Path) -> Callable[[], bool]:
     """/readyz through the Service, the server verified against the tenant's CA (as the operator does)."""
     admin = bundle.leaves[certs.ADMIN]
     (folder / "ca.crt").write_bytes(bundle.cas[certs.CLUSTER_CA].cert_pem)
@@ -122,27 +128,34 @@ def readyz(cluster_ip: str, bundle: certs.ControlPlanePKI, folder: Path) -> bool
     context = ssl.create_default_context(cafile=str(folder / "ca.crt"))
     context.load_cert_chain(str(folder / "admin.pem"))
     url = f"https://{cluster_ip}:{naming.APISERVER_PORT}/readyz"
-    try:
-        with urllib.request.urlopen(url, context=context, timeout=3) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
+
+    def ready() -> bool:
+        try:
+            with urllib.request.urlopen(url, context=context, timeout=3) as response:
+                return bool(response.status == 200)
+        except OSError:
+            return False
+
+    return ready
 
 
 def baseline(super_kubectl: Kubectl, runtime_class: str, run: int, idle: float) -> dict[str, Any]:
+    """The same control-plane objects, rendered by the same code, applied by hand with kubectl."""
     name = f"fair-{run}"
     namespace = naming.control_plane_namespace(name)
-    folder = Path(tempfile.mkdtemp(prefix="stockade-fair-"))
     # Beforehand: the namespace and the Service (its address goes into the certificate), the certificates.
-    objects, _ = fair_objects(name, runtime_class, "0.0.0.0")  # the address is not known yet
     service = ("Service", naming.APISERVER)
-    early = [o for o in objects if o["kind"] == "Namespace" or (o["kind"], o["metadata"]["name"]) == service]
+    early = [o for o in unowned(render.render_tenant(fair_input(name, runtime_class)), namespace)
+             if o["kind"] == "Namespace" or (o["kind"], o["metadata"]["name"]) == service]  # fmt: skip
     super_kubectl("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(early))
     cluster_ip = super_kubectl.json("get", "service", naming.APISERVER, "-n", namespace)["spec"]["clusterIP"]
-    objects, bundle = fair_objects(name, runtime_class, cluster_ip)
+    secrets, bundle = fair_secrets(name, runtime_class, cluster_ip)
+    inp = fair_input(name, runtime_class, pki_checksum=render.checksum(secrets))
+    objects = unowned(render.render_tenant(inp) + secrets, namespace)
+    readyz = readyz_probe(cluster_ip, bundle, Path(tempfile.mkdtemp(prefix="stockade-fair-")))
     started = time.monotonic()
     super_kubectl("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(objects))
-    ready = wait(lambda: readyz(cluster_ip, bundle, folder), 600, f"{name}: /readyz through the Service")
+    ready = wait(readyz, 600, f"{name}: /readyz through the Service")
     pod = f"fair-pod-{run}"
     super_kubectl("apply", "-f", "-", stdin=yaml.safe_dump(sleeper(pod, "default", runtime_class)))
     running = wait(lambda: phase(super_kubectl, pod, "default") == "Running", 180, f"pod {pod} Running")

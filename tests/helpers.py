@@ -10,6 +10,9 @@ from kubernetes.client.rest import ApiException
 
 from stockade_dev.testbed.kubectl import KubectlError
 
+# The Deployments of the control-plane layout before one pod per replica (a workload per component).
+LEGACY_DEPLOYMENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
+
 
 def eventually(check: Callable[[], Any], timeout: float = 60.0, interval: float = 0.5, what: str = "") -> Any:
     """Retry `check` until it returns a truthy value; fail with its last result or error."""

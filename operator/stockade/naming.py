@@ -95,8 +95,6 @@ CONTROL_PLANE = ETCD
 # the NetworkPolicies select (pods of the earlier layout lack it, so a migration never sends API
 # traffic to a pod that runs etcd alone).
 LABEL_REPLICA = "stockade.dev/control-plane-replica"
-# The workloads of the earlier layout, deleted once a tenant migrates.
-LEGACY_DEPLOYMENTS = (APISERVER, CONTROLLER_MANAGER, SCHEDULER)
 SERVICE_ACCOUNT = "control-plane"
 ADMIN_KUBECONFIG_SECRET = "admin-kubeconfig"
 APISERVER_PORT = 6443

@@ -39,13 +39,15 @@ from stockade.model import (
 
 log = logging.getLogger("stockade.reconciler")
 
-# Kinds whose objects exist only for some specs; others exist for every tenant.
-PRUNABLE_KINDS = (("networking.k8s.io/v1", "NetworkPolicy"), ("policy/v1", "PodDisruptionBudget"))
-# Objects of the earlier control-plane layout (a workload per component) that the one-pod-per-replica
-# layout replaces; deleted when found (the etcd StatefulSet itself is migrated in place).
-LEGACY_OBJECTS = (
-    *(("apps/v1", "Deployment", name) for name in naming.LEGACY_DEPLOYMENTS),
-    ("v1", "Service", naming.ETCD),  # etcd's client Service: clients are now on the pod's loopback
+# Kinds whose objects come and go, with the namespaces they are pruned in ("control-plane" or
+# both): those the spec may stop asking for, and those of the earlier control-plane layout (a
+# Deployment per component, etcd's client Service) that one pod per replica replaces — the etcd
+# StatefulSet itself migrates in place. Objects of other kinds exist for every tenant.
+PRUNABLE_KINDS = (
+    ("networking.k8s.io/v1", "NetworkPolicy", "both"),
+    ("policy/v1", "PodDisruptionBudget", "both"),
+    ("apps/v1", "Deployment", "control-plane"),
+    ("v1", "Service", "control-plane"),
 )
 
 # Posts an Event on the Tenant: (type "Normal"/"Warning", reason, message).
@@ -156,28 +158,15 @@ class TenantReconciler:
         return await self._write_status(body, previous, spec, observed, events)
 
     async def _prune(self, name: str, desired: list[dict[str, Any]]) -> None:
-        """Delete the tenant's objects of the kinds that come and go with the spec (e.g. the
-        internet-egress NetworkPolicy) when the spec no longer asks for them, and the workloads
-        of the earlier layout (a workload per component) once a tenant has migrated."""
+        """Delete the tenant's objects of the kinds that come and go (`PRUNABLE_KINDS`) that the
+        desired set no longer has: e.g. the internet-egress NetworkPolicy once the spec drops it,
+        or the Deployments of the earlier control-plane layout once a tenant has migrated."""
         wanted = {(o["kind"], o["metadata"].get("namespace"), o["metadata"]["name"]) for o in desired}
         selector = f"{naming.LABEL_TENANT}={name},{naming.LABEL_MANAGED_BY}={naming.MANAGED_BY}"
         control_plane = naming.control_plane_namespace(name)
-        for api_version, kind, legacy in LEGACY_OBJECTS:
-            obj = await self.kube.get_or_none(api_version, kind, legacy, control_plane)
-            if (
-                obj is not None
-                and (obj["metadata"].get("labels") or {}).get(naming.LABEL_MANAGED_BY) == naming.MANAGED_BY
-            ):
-                log.info(
-                    "tenant %s: deleting %s %s of the earlier control-plane layout",
-                    name,
-                    kind,
-                    legacy,
-                    extra=about(name, kind, control_plane, legacy),
-                )
-                await self.kube.delete(api_version, kind, legacy, control_plane, uid=obj["metadata"]["uid"])
-        for api_version, kind in PRUNABLE_KINDS:
-            for namespace in (naming.control_plane_namespace(name), naming.workloads_namespace(name)):
+        for api_version, kind, scope in PRUNABLE_KINDS:
+            namespaces = [control_plane] + ([naming.workloads_namespace(name)] if scope == "both" else [])
+            for namespace in namespaces:
                 for obj in await self.kube.list(api_version, kind, namespace, label_selector=selector):
                     meta = obj["metadata"]
                     if (kind, namespace, meta["name"]) not in wanted:

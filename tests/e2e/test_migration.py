@@ -24,7 +24,7 @@ from stockade_dev.testbed.kubectl import Kubectl
 from stockade_dev.testbed.pytest_plugin import SESSION_OWNER
 from tests.e2e.conftest import NETGATE_IMAGE, REPO, RUNTIME_CLASS, Operator, Tenant, create_tenant
 from tests.e2e.workloads import APP_NAMESPACE, apply, pods, running, web_deployment
-from tests.helpers import eventually
+from tests.helpers import LEGACY_DEPLOYMENTS, eventually
 
 # The last commit of the per-component layout (a StatefulSet for etcd, a Deployment for each of
 # kube-apiserver, kube-controller-manager and kube-scheduler).
@@ -101,7 +101,7 @@ def test_a_tenant_of_the_previous_release_migrates_in_place_keeping_data_and_wor
 
     eventually(legacy_ready, timeout=420, interval=2, what="the legacy Tenant Ready")
     before = layout(super_kubectl, tenant)
-    assert sorted(before["deployments"]) == sorted(naming.LEGACY_DEPLOYMENTS), (before, legacy.log_tail(40))
+    assert sorted(before["deployments"]) == sorted(LEGACY_DEPLOYMENTS), (before, legacy.log_tail(40))
     assert before["etcd-0"] == ["etcd"]
     tenant.fetch_kubeconfig()
     tenant.kubectl("create", "namespace", APP_NAMESPACE)

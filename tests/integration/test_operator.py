@@ -13,7 +13,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from stockade import naming
-from tests.helpers import eventually
+from tests.helpers import LEGACY_DEPLOYMENTS, eventually
 from tests.integration.conftest import REPO, RunningOperator
 
 pytestmark = pytest.mark.integration
@@ -528,7 +528,7 @@ def test_a_tenant_of_the_earlier_layout_loses_its_per_component_workloads(
     apps, core = client.AppsV1Api(super_client), client.CoreV1Api(super_client)
     cp = naming.control_plane_namespace("elder")
     ours = naming.tenant_labels("elder", naming.ROLE_CONTROL_PLANE)
-    for name in naming.LEGACY_DEPLOYMENTS:
+    for name in LEGACY_DEPLOYMENTS:
         apps.create_namespaced_deployment(cp, legacy_deployment(name, ours))
     apps.create_namespaced_deployment(cp, legacy_deployment("someone-elses", {"app": "x"}))
     core.create_namespaced_service(cp, {"metadata": {"name": naming.ETCD, "labels": ours},
