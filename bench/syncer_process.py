@@ -15,7 +15,7 @@ from stockade.syncer.runner import capacity, tenant_context
 
 async def main(path: str) -> None:
     config = json.loads(Path(path).read_text())  # noqa: ASYNC240 - once, at start-up
-    pool = SyncerPool(workers=8)
+    pool = SyncerPool(workers=config.get("workers", 8))
     super_kube = KubeClient(Credentials.from_kubeconfig(config["super"]))
     syncers = []
     for tenant in config["tenants"]:
