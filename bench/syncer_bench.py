@@ -112,11 +112,9 @@ def rss_kib(pid: int) -> int:
 
 def tenant_spec(pods: int) -> TenantSpec:
     # Quota sized for the benchmark: every pod carries the RuntimeClass overhead (250m, 320Mi).
-    return TenantSpec.model_validate(
-        {"workloads": {"podSecurity": "baseline", "quota": {
-            "cpu": str(pods), "memory": f"{pods}Gi", "pods": pods * 2, "limits": {"cpu": str(pods), "memory": f"{pods}Gi"},
-        }}}
-    )  # fmt: skip
+    room = {"cpu": str(pods), "memory": f"{pods}Gi"}
+    quota = {**room, "pods": pods * 2, "limits": room}
+    return TenantSpec.model_validate({"workloads": {"podSecurity": "baseline", "quota": quota}})
 
 
 def tenant_pod(tenant: str, name: str) -> dict[str, Any]:
