@@ -29,6 +29,7 @@ import copy
 import json
 import os
 import re
+import shutil
 import signal
 import statistics
 import subprocess
@@ -648,6 +649,10 @@ def main() -> int:
     parser.add_argument("--profile", type=Path, default=None, help="write py-spy's profile summary here")
     parser.add_argument("--out", type=Path, default=Path("bench/results/syncer.json"))
     args = parser.parse_args()
+    # Stopped by a signal (even as a background job, where SIGINT starts ignored), the control
+    # planes are still stopped and their folders removed.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     planes: list[LocalControlPlane] = []
     work = Path(tempfile.mkdtemp(prefix="stockade-bench-"))
     try:
@@ -655,6 +660,7 @@ def main() -> int:
     finally:
         for plane in planes:
             plane.cleanup()
+        shutil.rmtree(work, ignore_errors=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2))
     print(json.dumps(result["ratios"], indent=2), f"\nwrote {args.out}")
