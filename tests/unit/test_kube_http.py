@@ -170,3 +170,38 @@ async def test_a_silent_server_times_out_instead_of_hanging(serve: Any) -> None:
             async for _ in kube.watch("v1", "Pod", "ns", resource_version="1", read_timeout=0.5):
                 pass
         assert time.monotonic() - started < 5
+
+
+async def test_an_informer_caches_its_own_writes_but_never_an_older_version_or_a_watched_deletion(serve: Any) -> None:
+    fake = FakeApiServer(
+        items=[pod("kept", 4)],
+        watches=[
+            [{"type": "DELETED", "object": pod("deleted", 6)}],
+            [{"type": "ADDED", "object": pod("created", 7)},  # the echo of our create
+             {"type": "MODIFIED", "object": pod("created", 9)}],  # someone else's change
+        ],
+    )  # fmt: skip
+    changes: list[tuple[str, str, str]] = []
+
+    def changed(event: str, key: tuple[str, str], obj: dict[str, Any]) -> None:
+        changes.append((event, key[1], version(obj)))
+
+    async with await serve(fake) as kube:
+        informer = Informer(kube, "v1", "Pod", tenant="t", side="super", namespace="ns", on_change=changed)
+        await informer._relist()
+        await informer._watch()
+        informer.wrote(pod("created", 7))  # a create's answer: cached before its watch event comes
+        assert informer.get(("ns", "created")) == pod("created", 7)
+        informer.wrote(pod("kept", 3))  # an older version than the cache's: ignored
+        informer.wrote(pod("deleted", 5))  # its deletion was watched already: no ghost
+        assert version(informer.get(("ns", "kept"))) == "4" and informer.get(("ns", "deleted")) is None
+        informer.wrote(pod("kept", 8))  # positive control: a newer version replaces the cached one
+        assert version(informer.get(("ns", "kept"))) == "8"
+        await informer._watch()
+    # The echo of the write queues nothing; the next change does, and is cached.
+    assert changes == [("ADDED", "kept", "4"), ("DELETED", "deleted", "6"), ("MODIFIED", "created", "9")]
+    assert version(informer.get(("ns", "created"))) == "9"
+
+
+def version(obj: dict[str, Any] | None) -> str:
+    return str((obj or {}).get("metadata", {}).get("resourceVersion"))

@@ -226,10 +226,11 @@ class SyncerPool:
         while True:
             tenant, item = await self.queue.get()
             syncer = self.syncers.get(tenant)
-            if syncer is None:
-                continue
             try:
-                await syncer.handle(item)  # type: ignore[arg-type]
+                if syncer is not None:
+                    await syncer.handle(item)  # type: ignore[arg-type]
             except Exception:
                 # A bug in one handler must not take a worker (and with it every tenant) down.
                 log.exception("tenant=%s: unexpected error handling %s", tenant, item, extra=about(tenant))
+            finally:
+                self.queue.done(tenant, item)

@@ -11,6 +11,7 @@ degrades alone and recovers by itself.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -24,6 +25,7 @@ from stockade.syncer.translate import Key, key_of
 
 log = logging.getLogger("stockade.syncer.informer")
 MAX_BACKOFF = 30.0
+DELETIONS_REMEMBERED = 4096
 
 
 class GoneError(Exception):
@@ -34,6 +36,12 @@ def slim(obj: dict[str, Any]) -> dict[str, Any]:
     """Drop what the syncer never reads (managedFields are often half an object's size)."""
     obj.get("metadata", {}).pop("managedFields", None)
     return obj
+
+
+def _version(obj: dict[str, Any]) -> int:
+    """An object's resourceVersion as a number (etcd's revision), to tell which of two is newer."""
+    version = str(obj.get("metadata", {}).get("resourceVersion", ""))
+    return int(version) if version.isdigit() else -1
 
 
 class Informer:
@@ -66,9 +74,25 @@ class Informer:
         self.cache: dict[Key, dict[str, Any]] = {}
         self.synced = asyncio.Event()
         self.resource_version = ""
+        # The latest deletions watched, with their versions (bounded), so `wrote` never caches an
+        # object whose deletion the watch delivered before the write's answer came back.
+        self._deleted: collections.OrderedDict[Key, int] = collections.OrderedDict()
 
     def get(self, key: Key) -> dict[str, Any] | None:
         return self.cache.get(key)
+
+    def wrote(self, obj: dict[str, Any]) -> None:
+        """The object a write of ours returned: cached at once, unless the cache already holds a
+        newer version (client-go's mutation cache). The next pass on the key then sees its own
+        write even before the watch delivers it (no second token for a pod, no create that ends in
+        409), and the watch event of exactly that version — the echo of our write — queues nothing:
+        a writer calls this only with what the pass that wrote has already acted on."""
+        key, version = key_of(obj), _version(obj)
+        if self._deleted.get(key, -1) >= version:
+            return  # its deletion was watched already: no ghost in the cache
+        cached = self.cache.get(key)
+        if cached is None or _version(cached) < version:
+            self.cache[key] = slim(obj)
 
     async def _relist(self) -> None:
         items, self.resource_version = await self.kube.list_with_version(
@@ -108,8 +132,14 @@ class Informer:
             if kind == "BOOKMARK":
                 continue
             key = key_of(obj)
+            if kind != "DELETED" and _version(self.cache.get(key) or {}) == _version(obj) >= 0:
+                continue  # the echo of our own write (`wrote`): the pass that wrote it saw it already
             if kind == "DELETED":
                 self.cache.pop(key, None)
+                self._deleted[key] = _version(obj)
+                self._deleted.move_to_end(key)
+                if len(self._deleted) > DELETIONS_REMEMBERED:
+                    self._deleted.popitem(last=False)
             else:
                 self.cache[key] = obj
             self.on_change(str(kind), key, obj)

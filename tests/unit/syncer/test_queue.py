@@ -36,3 +36,29 @@ async def test_waiting_workers_wake_for_work_put_from_plain_callbacks() -> None:
     for w in workers:
         w.cancel()
     await asyncio.gather(*workers, return_exceptions=True)
+
+
+async def test_a_key_being_handled_is_not_handed_to_a_second_worker_but_queued_again_once_done() -> None:
+    queue = FairQueue()
+    queue.put("t", "pod")
+    assert await queue.get() == ("t", "pod")  # worker 1 handles it
+    queue.put("t", "pod")  # changed meanwhile (e.g. the echo of worker 1's own write)
+    queue.put("t", "pod")
+    queue.put("t", "other")
+    assert await queue.get() == ("t", "other")  # worker 2 gets other work, never "pod" a second time
+    assert queue.depth("t") == 0
+    queue.done("t", "other")
+    queue.done("t", "pod")  # worker 1 is done: "pod" comes back, once
+    assert queue.depth("t") == 1
+    assert await queue.get() == ("t", "pod")
+    queue.done("t", "pod")
+    assert queue.depth("t") == 0  # positive control: done without a change queues nothing
+
+
+async def test_a_forgotten_tenant_leaves_no_busy_keys_behind() -> None:
+    queue = FairQueue()
+    queue.put("t", "pod")
+    await queue.get()
+    queue.forget("t")
+    queue.put("t", "pod")  # the tenant's syncer started again: its key is not stuck as busy
+    assert queue.depth("t") == 1

@@ -114,11 +114,13 @@ class Pods(Kind):
                 message = s.refusal_message(error, pod["metadata"]["namespace"])
                 await self._refuse(pod, f"the super cluster refused it: {message}")
             raise
+        s.super_caches[self.kind].wrote(created)
         metrics.SYNCED.labels(s.tenant, self.kind, "down").inc()
         if wants_token:
             # Issued once the pod exists, owned by it from birth: a pod the super cluster refuses
             # leaves no token behind, and the token goes with its pod. The kubelet waits for it.
             await self._issue_token(pod, created)
+        await self.up(pod, created)  # the super pod's first status: its watch echo is skipped
 
     async def _issue_token(self, pod: Mapping[str, Any], shadow: Mapping[str, Any]) -> None:
         """A token from the *tenant* API server, bound to the tenant pod, owned by its super pod."""
@@ -137,7 +139,7 @@ class Pods(Kind):
         response = await s.tenant_api.request("POST", path, body=request)
         expires = response["status"]["expirationTimestamp"]
         secret = pod_spec.token_secret(pod, s.ctx, response["status"]["token"], s.tenant_ca_pem, expires, shadow)
-        await s.super.apply(secret)
+        s.super_caches["Secret"].wrote(await s.super.apply(secret))
 
     async def _refresh_token(self, pod: Mapping[str, Any], shadow: Mapping[str, Any]) -> None:
         s = self.sides
@@ -186,7 +188,8 @@ class Pods(Kind):
         if not status or subset(status, obj.get("status") or {}):
             return
         meta = obj["metadata"]
-        await s.tenant_api.patch_merge(
+        written = await s.tenant_api.patch_merge(
             "v1", self.kind, meta["name"], {"status": status}, meta["namespace"], subresource="status"
         )
+        s.tenant_caches[self.kind].wrote(written)
         metrics.SYNCED.labels(s.tenant, self.kind, "up").inc()
