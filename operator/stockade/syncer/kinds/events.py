@@ -3,16 +3,21 @@ for the reasons a tenant may read; the super scheduler's become one generic plac
 
 Keys here are super Events' own (namespace, name): nothing of the tenant's is mirrored down. A
 forward is idempotent by name (a 409 means it was already forwarded), and a failed one is retried
-with backoff like any other key.
+with backoff like any other key. Forwarding is bounded per tenant pod as client-go's event spam
+filter bounds a recorder: a burst of 25, then one per 5 minutes; the rest is counted and dropped,
+so a pod that floods its super cluster with Events cannot flood its tenant's API server.
 """
 
 from __future__ import annotations
 
+import time
+from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from stockade import naming
-from stockade.syncer.kinds.base import Kind, now_iso
+from stockade.syncer import metrics
+from stockade.syncer.kinds.base import Kind, Sides, now_iso
 from stockade.syncer.translate import Key, tenant_key
 
 # Events of the super cluster about a super pod that the tenant is shown (as the tenant pod's). Others
@@ -29,11 +34,45 @@ PLACEMENT_EVENT_REASONS = frozenset({"FailedScheduling"})
 PLACEMENT_MESSAGE = "the super cluster has no room for this pod yet (resources, or the Tenant's placement)"
 
 
+# client-go's EventSourceObjectSpamFilter: per object, a burst of 25, then one per 5 minutes.
+EVENT_BURST = 25
+EVENT_REFILL_SECONDS = 300.0
+
+
+class SpamFilter:
+    """A token bucket per key (a tenant pod's uid), for at most `keys` keys (the least recently
+    used are forgotten: a forgotten key starts again with a full bucket)."""
+
+    def __init__(
+        self,
+        burst: int = EVENT_BURST,
+        refill_seconds: float = EVENT_REFILL_SECONDS,
+        keys: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.burst, self.refill_seconds, self.keys, self.clock = burst, refill_seconds, keys, clock
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key -> (tokens, at)
+
+    def allow(self, key: str) -> bool:
+        now = self.clock()
+        tokens, at = self._buckets.pop(key, (float(self.burst), now))
+        tokens = min(float(self.burst), tokens + (now - at) / self.refill_seconds)
+        allowed = tokens >= 1.0
+        self._buckets[key] = (tokens - 1.0 if allowed else tokens, now)
+        if len(self._buckets) > self.keys:
+            self._buckets.popitem(last=False)
+        return allowed
+
+
 class Events(Kind):
     kind = "Event"
     tenant_watched = False
     super_selected = False  # the super cluster's own components write them, unlabelled
     patrolled = False  # each is forwarded once, when it appears
+
+    def __init__(self, sides: Sides) -> None:
+        super().__init__(sides)
+        self.spam = SpamFilter()
 
     def key_of_super(self, event: str, obj: Mapping[str, Any]) -> Key | None:
         if event == "ADDED" and obj.get("involvedObject", {}).get("kind") == "Pod":
@@ -51,6 +90,9 @@ class Events(Kind):
         pod = s.in_tenant("Pod", pod_key) if pod_key else None
         reason = event.get("reason", "")
         if pod is None or not (reason in FORWARDED_EVENT_REASONS or reason in PLACEMENT_EVENT_REASONS):
+            return
+        if not self.spam.allow(pod["metadata"]["uid"]):
+            metrics.EVENTS_DROPPED.labels(s.tenant).inc()
             return
         await s.tenant_api.create(forwarded_event(event, pod, s.scrub, s.ctx.virtual_node, shadow))
 

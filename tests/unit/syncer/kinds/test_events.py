@@ -38,3 +38,16 @@ def test_only_new_events_about_pods_are_queued() -> None:
     assert kind.key_of_super("ADDED", event("Pulled", "")) == ("stockade-t-workloads", "e")
     assert kind.key_of_super("MODIFIED", event("Pulled", "")) is None
     assert kind.key_of_super("ADDED", {**event("Pulled", ""), "involvedObject": {"kind": "Node"}}) is None
+
+
+def test_forwarding_is_bounded_per_pod_a_burst_then_one_per_refill_period() -> None:
+    now = [0.0]
+    spam = events.SpamFilter(burst=3, refill_seconds=10, keys=2, clock=lambda: now[0])
+    assert [spam.allow("flood") for _ in range(5)] == [True, True, True, False, False]
+    assert spam.allow("quiet")  # positive control: another pod has its own budget
+    now[0] = 9.0
+    assert not spam.allow("flood")  # not a whole token back yet
+    now[0] = 10.5
+    assert spam.allow("flood") and not spam.allow("flood")  # one per period
+    spam.allow("third")  # over `keys`: the least recently used ("quiet") is forgotten
+    assert len(spam._buckets) == 2 and "quiet" not in spam._buckets
