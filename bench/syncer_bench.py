@@ -256,10 +256,12 @@ class Baseline:
     async def run(self, count: int, rate: float | None) -> dict[str, Any]:
         latencies: list[float] = []
         jobs = [self.job(self.contexts[i % len(self.contexts)], i, latencies) for i in range(count)]
+        cpu = cpu_seconds(os.getpid())  # this process does nothing else meanwhile
         seconds = await paced(jobs, rate=rate, limit=WORKERS)
+        cpu = cpu_seconds(os.getpid()) - cpu
         await self.cleanup()
         return {"pods": count, "seconds": round(seconds, 2), "pods_per_second": round(count / seconds, 1),
-                "latency": summary(latencies)}  # fmt: skip
+                "latency": summary(latencies), "client_cpu_ms_per_pod": round(cpu * 1000 / count, 2)}  # fmt: skip
 
     async def cleanup(self) -> None:
         for ctx in self.contexts:
@@ -292,6 +294,7 @@ class SyncerProcess:
         self.config_path = config_path
         self.process: subprocess.Popen[str] | None = None
         self.started = 0.0
+        self.idle_cpu_per_second = 0.0  # measured by `idle`
 
     async def start(self) -> None:
         command = [sys.executable, str(Path(__file__).with_name("syncer_process.py")), str(self.config_path)]
@@ -417,6 +420,18 @@ class Tenants:
         self.watch.forget()
 
 
+async def idle(syncer: SyncerProcess, seconds: float) -> dict[str, Any]:
+    """What the syncer costs with nothing to do (leases, watches): subtracted from the per-pod CPU."""
+    cpu, started = cpu_seconds(syncer.pid), time.monotonic()
+    await asyncio.sleep(seconds)
+    syncer.idle_cpu_per_second = (cpu_seconds(syncer.pid) - cpu) / (time.monotonic() - started)
+    return {
+        "seconds": seconds,
+        "cpu_percent": round(syncer.idle_cpu_per_second * 100, 2),
+        "rss_kib": rss_kib(syncer.pid),
+    }
+
+
 async def syncer_phase(
     tenants: Tenants, syncer: SyncerProcess, keys: list[tuple[str, int]], *, rate: float | None
 ) -> dict[str, Any]:
@@ -430,6 +445,7 @@ async def syncer_phase(
     await until(lambda: all(tenants.watch.done_at(*k) is not None for k in expected), "the syncer to catch up")
     seconds = max(tenants.watch.done_at(*k) or 0.0 for k in expected) - started
     cpu = cpu_seconds(syncer.pid) - cpu_before
+    busy = cpu - syncer.idle_cpu_per_second * (time.monotonic() - started)
     await asyncio.sleep(2)
     rss = rss_kib(syncer.pid)
     return {
@@ -439,6 +455,7 @@ async def syncer_phase(
         "pods_per_second": round(len(keys) / seconds, 1),
         "latency": summary(tenants.latencies(responded)),
         "syncer_cpu_ms_per_pod": round(cpu * 1000 / len(keys), 2),
+        "syncer_cpu_ms_per_pod_above_idle": round(busy * 1000 / len(keys), 2),
         "syncer_rss_kib": {"before": rss_before, "after": rss},
     }
 
@@ -511,7 +528,7 @@ def ratios(result: dict[str, Any]) -> dict[str, Any]:
     idle = syn["burst"]["syncer_rss_kib"]["before"]
     held = syn["burst"]["syncer_rss_kib"]["after"] - idle
     bytes_per_pod = round(held * 1024 / syn["burst"]["pods"])
-    cpu = syn["burst"]["syncer_cpu_ms_per_pod"]
+    cpu = syn["burst"]["syncer_cpu_ms_per_pod_above_idle"]
     steady_p99 = syn["steady"]["latency"]["p99_ms"]
     return {
         "burst_time_vs_baseline": round(burst_ratio, 2),
@@ -519,7 +536,9 @@ def ratios(result: dict[str, Any]) -> dict[str, Any]:
         "catch_up_rate_vs_warm_burst": round(syn["catch_up"]["pods_per_second"] / syn["burst"]["pods_per_second"], 2),
         "steady_p99_ms": steady_p99,
         "baseline_steady_p99_ms": base["steady"]["latency"]["p99_ms"],
-        "syncer_cpu_ms_per_pod": cpu,
+        "syncer_cpu_ms_per_pod_above_idle": cpu,
+        "syncer_idle_cpu_percent": syn["idle"]["cpu_percent"],
+        "baseline_client_cpu_ms_per_pod": base["burst"]["client_cpu_ms_per_pod"],
         "syncer_bytes_per_pod": bytes_per_pod,
         "targets": TARGETS,
         "met": {
@@ -609,10 +628,12 @@ async def run(args: argparse.Namespace, work: Path, planes: list[LocalControlPla
     profiler = Profiler(args.profile)
     try:
         await syncer.start()
-        await asyncio.sleep(2)  # settle: the idle figure
+        await asyncio.sleep(2)  # settle
+        result["syncer"] = {"idle": await idle(syncer, args.idle_seconds)}
+        print(f"syncer, idle: {result['syncer']['idle']}", flush=True)
         print(f"syncer, steady: {args.rate:g} pods/s for {args.steady_seconds:g} s …", flush=True)
         steady = await syncer_phase(tenants, syncer, tenants.pods(per_tenant), rate=args.rate)
-        result["syncer"] = {"steady": steady}
+        result["syncer"]["steady"] = steady
         print(f"  {steady}", flush=True)
         await tenants.cleanup()
         print(f"syncer, burst: {burst_count} pods …", flush=True)
@@ -646,6 +667,7 @@ def main() -> int:
     parser.add_argument("--pods", type=int, default=250, help="pods per tenant in the burst and the catch-up")
     parser.add_argument("--rate", type=float, default=40.0, help="total pods per second of the steady phase")
     parser.add_argument("--steady-seconds", type=float, default=60.0)
+    parser.add_argument("--idle-seconds", type=float, default=20.0, help="the syncer's idle cost is measured this long")
     parser.add_argument("--profile", type=Path, default=None, help="write py-spy's profile summary here")
     parser.add_argument("--out", type=Path, default=Path("bench/results/syncer.json"))
     args = parser.parse_args()

@@ -4,6 +4,7 @@ runs both ways as a kubelet's would."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
 from collections.abc import Mapping
@@ -105,10 +106,16 @@ class Pods(Kind):
             await s.first(kind, (pod["metadata"]["namespace"], name))
         wants_token = pod_spec.wants_token(pod)
         shadow = pod_spec.translate_pod(pod, s.ctx, pod_spec.token_secret_name(pod) if wants_token else None)
+        # The token is bound to the tenant pod, not the super one: minted while the super pod is
+        # created (one round trip less per pod), and stored only once the super pod exists.
+        minting = asyncio.ensure_future(self._mint_token(pod)) if wants_token else None
         try:
             created = await s.super.create(shadow)
-        except ApiError as error:
-            if error.status in (400, 403, 422) and s.lasting(self.kind, key_of(pod)):
+        except BaseException as error:
+            if minting is not None:  # a refused pod leaves no token behind: it is never stored
+                minting.cancel()
+                await asyncio.gather(minting, return_exceptions=True)
+            if isinstance(error, ApiError) and error.status in (400, 403, 422) and s.lasting(self.kind, key_of(pod)):
                 # A lasting refusal (quota, LimitRange, admission policy): the tenant is shown why,
                 # on the pod's condition and in an Event; the key is retried with backoff.
                 message = s.refusal_message(error, pod["metadata"]["namespace"])
@@ -116,15 +123,14 @@ class Pods(Kind):
             raise
         s.super_caches[self.kind].wrote(created)
         metrics.SYNCED.labels(s.tenant, self.kind, "down").inc()
-        if wants_token:
-            # Issued once the pod exists, owned by it from birth: a pod the super cluster refuses
-            # leaves no token behind, and the token goes with its pod. The kubelet waits for it.
-            await self._issue_token(pod, created)
+        if minting is not None:
+            # Stored owned by the super pod from birth: the token goes with its pod. The kubelet
+            # waits for it.
+            await self._store_token(pod, created, *(await minting))
         await self.up(pod, created)  # the super pod's first status: its watch echo is skipped
 
-    async def _issue_token(self, pod: Mapping[str, Any], shadow: Mapping[str, Any]) -> None:
-        """A token from the *tenant* API server, bound to the tenant pod, owned by its super pod."""
-        s = self.sides
+    async def _mint_token(self, pod: Mapping[str, Any]) -> tuple[str, str]:
+        """(token, expiry) from the *tenant* API server, bound to the tenant pod."""
         meta = pod["metadata"]
         account = pod["spec"].get("serviceAccountName") or "default"
         request = {
@@ -136,9 +142,13 @@ class Pods(Kind):
             },
         }
         path = f"/api/v1/namespaces/{meta['namespace']}/serviceaccounts/{account}/token"
-        response = await s.tenant_api.request("POST", path, body=request)
-        expires = response["status"]["expirationTimestamp"]
-        secret = pod_spec.token_secret(pod, s.ctx, response["status"]["token"], s.tenant_ca_pem, expires, shadow)
+        response = await self.sides.tenant_api.request("POST", path, body=request)
+        return response["status"]["token"], response["status"]["expirationTimestamp"]
+
+    async def _store_token(self, pod: Mapping[str, Any], shadow: Mapping[str, Any], token: str, expires: str) -> None:
+        """The token in a Secret owned by the super pod `shadow`."""
+        s = self.sides
+        secret = pod_spec.token_secret(pod, s.ctx, token, s.tenant_ca_pem, expires, shadow)
         s.super_caches["Secret"].wrote(await s.super.apply(secret))
 
     async def _refresh_token(self, pod: Mapping[str, Any], shadow: Mapping[str, Any]) -> None:
@@ -153,7 +163,7 @@ class Pods(Kind):
             due = datetime.datetime.fromisoformat(expires.replace("Z", "+00:00")) - TOKEN_REFRESH_BEFORE
             if datetime.datetime.now(datetime.UTC) < due:
                 return
-        await self._issue_token(pod, shadow)
+        await self._store_token(pod, shadow, *(await self._mint_token(pod)))
 
     async def _update(self, pod: Mapping[str, Any], shadow: Mapping[str, Any]) -> None:
         """Pod specs are immutable but for images (and labels/annotations): follow those."""
