@@ -43,6 +43,8 @@ log = logging.getLogger("stockade.reconciler")
 # both): those the spec may stop asking for, and those of the earlier control-plane layout (a
 # Deployment per component, etcd's client Service) that one pod per replica replaces — the etcd
 # StatefulSet itself migrates in place. Objects of other kinds exist for every tenant.
+# A status write that meets a newer version (409) is computed again on the fresh one, this often.
+STATUS_WRITE_ATTEMPTS = 5
 PRUNABLE_KINDS = (
     ("networking.k8s.io/v1", "NetworkPolicy", "both"),
     ("policy/v1", "PodDisruptionBudget", "both"),
@@ -115,7 +117,7 @@ class TenantReconciler:
             spec = TenantSpec.model_validate(body.get("spec") or {})
         except (ValidationError, ValueError) as error:
             message = describe_validation_error(error) if isinstance(error, ValidationError) else str(error)
-            return await self._write_failed(body, previous, "InvalidSpec", message, events)
+            return await self._write_failed(body, "InvalidSpec", message, events)
 
         observed = Observed()
         effective_spec, refusal = self._version_gate(spec, previous)
@@ -155,7 +157,7 @@ class TenantReconciler:
             observed.running_version = effective_spec.kubernetes.version
         if refusal:
             observed.checks.append(st.Check("VersionAccepted", False, "UpgradeRefused", refusal))
-        return await self._write_status(body, previous, spec, observed, events)
+        return await self._write_status(body, spec, observed, events)
 
     async def _prune(self, name: str, desired: list[dict[str, Any]]) -> None:
         """Delete the tenant's objects of the kinds that come and go (`PRUNABLE_KINDS`) that the
@@ -396,65 +398,89 @@ class TenantReconciler:
     # -- status ----------------------------------------------------------------------------------
 
     async def _write_failed(
-        self, body: Mapping[str, Any], previous: TenantStatus, reason: str, message: str, events: EventSink
+        self, body: Mapping[str, Any], reason: str, message: str, events: EventSink
     ) -> TenantStatus:
         generation = body["metadata"].get("generation")
         checks = [st.Check(st.READY, False, reason, message)]
-        new = previous.model_copy(
-            update={
-                "phase": Phase.FAILED,
-                "observed_generation": generation,
-                "conditions": _keep_others(previous, st.merge_conditions(previous.conditions, checks, generation)),
-            }
-        )
-        await self._patch_status(body, previous, new, events)
-        return new
+
+        def failed(previous: TenantStatus) -> TenantStatus:
+            return previous.model_copy(
+                update={
+                    "phase": Phase.FAILED,
+                    "observed_generation": generation,
+                    "conditions": _keep_others(previous, st.merge_conditions(previous.conditions, checks, generation)),
+                }
+            )
+
+        return await self._update_status(body, failed, events)
 
     async def _write_status(
         self,
         body: Mapping[str, Any],
-        previous: TenantStatus,
         spec: TenantSpec,
         observed: Observed,
         events: EventSink,
     ) -> TenantStatus:
         meta = body["metadata"]
-        name, generation = meta["name"], meta.get("generation")
+        name, generation = meta["name"], meta.get("generation")  # what this pass acted on
         ready = st.ready_check(observed.checks, spec.suspended)
-        # Conditions owned by others (the syncer's WorkloadSyncReady) are kept as they are.
-        conditions = _keep_others(
-            previous, st.merge_conditions(previous.conditions, [ready, *observed.checks], generation)
-        )
-        ever_ready = previous.version is not None
-        phase = st.phase(
-            ready=ready.ok is True,
-            suspended=spec.suspended,
-            deleting=False,
-            ever_ready=ever_ready,
-            spec_changed=previous.observed_generation != generation,
-        )
-        new = TenantStatus(
-            phase=phase,
-            observed_generation=generation,
-            version=observed.running_version or previous.version,
-            endpoint=observed.endpoint,
-            kubeconfig_secret_ref=SecretReference(
-                namespace=naming.control_plane_namespace(name),
-                name=naming.kubeconfig_secret(certs.ADMIN),
-                key="kubeconfig-external" if observed.endpoint and observed.endpoint.external else "kubeconfig",
-            ),
-            namespaces=TenantNamespaces(
-                control_plane=naming.control_plane_namespace(name), workloads=naming.workloads_namespace(name)
-            ),
-            certificates_not_after=observed.certificates_not_after,
-            rotation=observed.rotation,
-            conditions=conditions,
-            kopf=previous.kopf,
-        )
         for reason, message in observed.warnings:
             await events("Normal" if reason == "CertificatesIssued" else "Warning", reason, message)
-        await self._patch_status(body, previous, new, events)
-        return new
+
+        def observed_status(previous: TenantStatus) -> TenantStatus:
+            # Conditions owned by others (the syncer's WorkloadSyncReady) are kept as they are.
+            conditions = _keep_others(
+                previous, st.merge_conditions(previous.conditions, [ready, *observed.checks], generation)
+            )
+            phase = st.phase(
+                ready=ready.ok is True,
+                suspended=spec.suspended,
+                deleting=False,
+                ever_ready=previous.version is not None,
+                spec_changed=previous.observed_generation != generation,
+            )
+            return TenantStatus(
+                phase=phase,
+                observed_generation=generation,
+                version=observed.running_version or previous.version,
+                endpoint=observed.endpoint,
+                kubeconfig_secret_ref=SecretReference(
+                    namespace=naming.control_plane_namespace(name),
+                    name=naming.kubeconfig_secret(certs.ADMIN),
+                    key="kubeconfig-external" if observed.endpoint and observed.endpoint.external else "kubeconfig",
+                ),
+                namespaces=TenantNamespaces(
+                    control_plane=naming.control_plane_namespace(name), workloads=naming.workloads_namespace(name)
+                ),
+                certificates_not_after=observed.certificates_not_after,
+                rotation=observed.rotation,
+                conditions=conditions,
+                kopf=previous.kopf,
+            )
+
+        return await self._update_status(body, observed_status, events)
+
+    async def _update_status(
+        self, body: Mapping[str, Any], compute: Callable[[TenantStatus], TenantStatus], events: EventSink
+    ) -> TenantStatus:
+        """Write the status `compute` makes of the Tenant's current one, only over the version
+        read (a resourceVersion precondition): when someone else wrote meanwhile (the syncer's
+        health, another operator process), read again and compute again, so no writer's
+        conditions are lost to another's stale copy."""
+        for attempt in range(STATUS_WRITE_ATTEMPTS):
+            previous = TenantStatus.model_validate(body.get("status") or {})
+            new = compute(previous)
+            try:
+                await self._patch_status(body, previous, new, events)
+                return new
+            except ApiError as error:
+                if error.status != 409 or attempt == STATUS_WRITE_ATTEMPTS - 1:
+                    raise
+            fresh = await self.kube.get_or_none(API_VERSION, KIND, body["metadata"]["name"])
+            if fresh is None or fresh["metadata"].get("deletionTimestamp"):
+                return new
+            body = fresh
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _patch_status(
         self, body: Mapping[str, Any], previous: TenantStatus, new: TenantStatus, events: EventSink
@@ -465,11 +491,14 @@ class TenantReconciler:
         new_wire.pop("kopf", None)
         if old_wire == new_wire:
             return  # an unchanged Tenant causes no writes
+        patch = {
+            "metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
+            "status": {k: new_wire.get(k) for k in set(old_wire) | set(new_wire)},
+        }
+        await self.kube.patch_merge(API_VERSION, KIND, body["metadata"]["name"], patch, subresource="status")
         for condition in st.transitions(previous.conditions, new.conditions):
             kind = "Normal" if condition.status == "True" else "Warning"
             await events(kind, condition.reason, f"{condition.type}={condition.status}: {condition.message}")
-        patch = {"status": {k: new_wire.get(k) for k in set(old_wire) | set(new_wire)}}
-        await self.kube.patch_merge(API_VERSION, KIND, body["metadata"]["name"], patch, subresource="status")
 
     async def set_condition(self, name: str, check: st.Check, events: EventSink) -> None:
         """Set one condition owned by someone else than the pass (e.g. the syncer's health)."""
@@ -477,11 +506,13 @@ class TenantReconciler:
             body = await self.kube.get_or_none(API_VERSION, KIND, name)
             if body is None or body["metadata"].get("deletionTimestamp"):
                 return
-            previous = TenantStatus.model_validate(body.get("status") or {})
             generation = body["metadata"].get("generation")
-            updated = st.merge_conditions(previous.conditions, [check], generation)
-            new = previous.model_copy(update={"conditions": _keep_others(previous, updated)})
-            await self._patch_status(body, previous, new, events)
+
+            def with_condition(previous: TenantStatus) -> TenantStatus:
+                updated = st.merge_conditions(previous.conditions, [check], generation)
+                return previous.model_copy(update={"conditions": _keep_others(previous, updated)})
+
+            await self._update_status(body, with_condition, events)
 
     # -- deletion --------------------------------------------------------------------------------
 

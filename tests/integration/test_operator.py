@@ -3,6 +3,7 @@ plane's pods are created but never run, so Ready stays False with reason Startin
 
 from __future__ import annotations
 
+import asyncio
 import time
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,14 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from stockade import naming
+from stockade import status as st
+from stockade.config import OperatorConfig
+from stockade.kube import Credentials, KubeClient
+from stockade.model import API_VERSION, KIND, TenantStatus
+from stockade.reconciler import TenantReconciler, _keep_others
+from stockade.status import Check
+from stockade.syncer.runner import WORKLOAD_SYNC_READY
+from stockade_dev.testbed import LocalControlPlane
 from tests.helpers import LEGACY_DEPLOYMENTS, eventually
 from tests.integration.conftest import REPO, RunningOperator
 
@@ -540,3 +549,42 @@ def test_a_tenant_of_the_earlier_layout_loses_its_per_component_workloads(
     )  # fmt: skip
     eventually(lambda: gone(lambda: core.read_namespaced_service(naming.ETCD, cp)), 30, what="etcd Service deleted")
     assert core.read_namespaced_service(naming.APISERVER, cp)
+
+
+def test_a_status_written_over_a_stale_copy_keeps_the_condition_written_meanwhile(
+    super_cluster: LocalControlPlane, super_client: client.ApiClient, stockade_operator: RunningOperator
+) -> None:
+    """A pass reads the Tenant, the syncer's health lands meanwhile, the pass writes its status: the
+    write carries the version it read, meets a 409, and is computed again on the fresh Tenant."""
+    create_tenant(super_client, tenant_body("racer"))
+    wait_observed(super_client, "racer")
+    synced = Check(WORKLOAD_SYNC_READY, True, "Syncing", "watched")
+    probe = Check("RaceProbe", True, "Probed", "the pass's own condition")
+
+    async def no_events(kind: str, reason: str, message: str) -> None:
+        return None
+
+    def with_probe(previous: TenantStatus) -> TenantStatus:
+        updated = st.merge_conditions(previous.conditions, [probe], None)
+        return previous.model_copy(update={"conditions": _keep_others(previous, updated)})
+
+    async def race() -> None:
+        async with KubeClient(Credentials.from_kubeconfig(super_cluster.kubeconfig)) as kube:
+            pass_, syncer = TenantReconciler(kube, OperatorConfig()), TenantReconciler(kube, OperatorConfig())
+            # The hazard, shown: a write of a stale copy's conditions without the version loses
+            # a condition written after the copy was read.
+            stale = await kube.get(API_VERSION, KIND, "racer")
+            await syncer.set_condition("racer", synced, no_events)
+            stale_conditions = [*((stale.get("status") or {}).get("conditions") or [])]
+            await kube.patch_merge(API_VERSION, KIND, "racer", {"status": {"conditions": stale_conditions}},
+                                   subresource="status")  # fmt: skip
+            assert condition(await kube.get(API_VERSION, KIND, "racer"), WORKLOAD_SYNC_READY) is None
+            # The real writers: the same interleaving keeps both conditions.
+            stale = await kube.get(API_VERSION, KIND, "racer")
+            await syncer.set_condition("racer", synced, no_events)
+            await pass_._update_status(stale, with_probe, no_events)
+            fresh = await kube.get(API_VERSION, KIND, "racer")
+            assert (condition(fresh, WORKLOAD_SYNC_READY) or {}).get("status") == "True"
+            assert (condition(fresh, "RaceProbe") or {}).get("status") == "True"
+
+    asyncio.run(race())
