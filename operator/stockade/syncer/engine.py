@@ -173,7 +173,7 @@ class TenantSyncer:
                     if (key := kind.key_of_super("ADDED", obj)) is not None:
                         keys.add(key)
                 for key in keys:
-                    self.queue.put(self.tenant, (name, key))
+                    self.queue.put(self.tenant, (name, key), patrol=True)
                 await asyncio.sleep(0)  # let workers in between kinds
             await asyncio.sleep(self.patrol_seconds)
 

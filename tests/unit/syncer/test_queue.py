@@ -62,3 +62,18 @@ async def test_a_forgotten_tenant_leaves_no_busy_keys_behind() -> None:
     queue.forget("t")
     queue.put("t", "pod")  # the tenant's syncer started again: its key is not stuck as busy
     assert queue.depth("t") == 1
+
+
+async def test_the_patrol_waits_while_changes_wait_and_a_changed_key_leaves_the_patrol_lane() -> None:
+    queue = FairQueue()
+    for i in range(3):
+        queue.put("t", f"patrolled-{i}", patrol=True)
+    queue.put("t", "patrolled-1")  # it changed meanwhile: promoted, handled with the changes
+    queue.put("u", "new-pod")
+    got = [await queue.get() for _ in range(4)]
+    assert got[:2] == [("t", "patrolled-1"), ("u", "new-pod")]  # changes first, fairly
+    assert got[2:] == [("t", "patrolled-0"), ("t", "patrolled-2")]  # then the patrol, once each
+    assert queue.depth("t") == 0 and queue.depth("u") == 0
+    queue.put("t", "patrolled-0", patrol=True)  # busy (not done): queued again once done
+    queue.done("t", "patrolled-0")
+    assert await queue.get() == ("t", "patrolled-0")
