@@ -140,7 +140,7 @@ async def run_tenant_syncer(
         super_kube,
         tenant_kube,
         credentials.ca_pem,
-        pool.queue,
+        pool,
         capacity=capacity(spec),
         on_health=reporter.put,
     )
@@ -149,7 +149,7 @@ async def run_tenant_syncer(
         await syncer.wait_synced(timeout=None)
         reporter.put(True, "")
 
-    pool.syncers[name] = syncer
+    pool.add(syncer)
     helpers = [asyncio.create_task(reporter.run()), asyncio.create_task(report_first_sync())]
     try:
         await syncer.run()
@@ -157,5 +157,5 @@ async def run_tenant_syncer(
         for helper in helpers:
             helper.cancel()
         await asyncio.gather(*helpers, return_exceptions=True)
-        pool.syncers.pop(name, None)
+        pool.remove(name)
         await tenant_kube.close()
