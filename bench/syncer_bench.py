@@ -310,11 +310,15 @@ class SyncerProcess:
         assert self.process is not None
         return self.process.pid
 
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()
-            self.process.wait(10)
-            self.process = None
+    def stop(self) -> dict[str, Any]:
+        """Stops it; its garbage-collector pauses over its life."""
+        if self.process is None:
+            return {}
+        self.process.terminate()
+        self.process.wait(10)
+        self.process = None
+        out = Path(json.loads(self.config_path.read_text())["gc_out"])
+        return dict(json.loads(out.read_text())) if out.exists() else {}
 
 
 class Profiler:
@@ -391,6 +395,7 @@ class Tenants:
     names: list[str]
     kubes: dict[str, KubeClient]
     watch: SuperWatch
+    gc_pauses: dict[str, Any] = field(default_factory=dict)  # the warm syncer's, over its life
 
     def creates(
         self, keys: list[tuple[str, int]], responded: dict[tuple[str, str], float]
@@ -503,7 +508,7 @@ async def catch_up(
     tenants: Tenants, syncer: SyncerProcess, keys: list[tuple[str, int]], profiler: Profiler
 ) -> dict[str, Any]:
     """The syncer stopped, the pods created, the syncer started: how fast it catches up, cold."""
-    syncer.stop()
+    tenants.gc_pauses = syncer.stop()
     responded: dict[tuple[str, str], float] = {}
     await paced(tenants.creates(keys, responded), rate=None, limit=LOAD_CONCURRENCY)
     await syncer.start()  # "synced" comes after its informers listed
@@ -593,7 +598,7 @@ async def run(args: argparse.Namespace, work: Path, planes: list[LocalControlPla
     kubes = {n: KubeClient(Credentials.from_kubeconfig(p.kubeconfig)) for n, p in tenant_planes.items()}
     config_path = work / "syncer.json"
     config_path.write_text(json.dumps({
-        "super": super_plane.kubeconfig, "workers": WORKERS,
+        "super": super_plane.kubeconfig, "workers": WORKERS, "gc_out": str(work / "gc.json"),
         "tenants": [{"name": name, "server": plane.server, "ca": plane.ca_pem.decode(),
                      "cert": plane.pki.leaves[certs.SYNCER].cert_pem.decode(),
                      "key": plane.pki.leaves[certs.SYNCER].key_pem.decode(),
@@ -648,6 +653,8 @@ async def run(args: argparse.Namespace, work: Path, planes: list[LocalControlPla
         print(f"syncer, cold catch-up of {burst_count} pods …", flush=True)
         result["syncer"]["catch_up"] = await catch_up(tenants, syncer, tenants.pods(args.pods), profiler)
         print(f"  {result['syncer']['catch_up']}", flush=True)
+        result["syncer"]["gc_pauses_warm_syncer"] = tenants.gc_pauses
+        print(f"syncer, garbage-collector pauses (idle, steady, burst, up-sync): {tenants.gc_pauses}", flush=True)
     finally:
         syncer.stop()
         await watch.stop()
