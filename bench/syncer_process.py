@@ -52,10 +52,10 @@ async def main(path: str) -> None:
         )
         syncer = TenantSyncer(
             tenant_context(tenant["name"], spec, "kata", "127.0.0.1"),
-            super_kube, KubeClient(credentials), credentials.ca_pem, pool,
+            super_kube, KubeClient(credentials), credentials.ca_pem, pool.queue,
             capacity=capacity(spec), patrol_seconds=600,
         )  # fmt: skip
-        pool.add(syncer)
+        pool.syncers[tenant["name"]] = syncer
         syncers.append(syncer)
     tasks = [asyncio.create_task(pool.run()), *(asyncio.create_task(s.run()) for s in syncers)]
     await asyncio.gather(*(s.wait_synced(timeout=300) for s in syncers))

@@ -33,7 +33,6 @@ class SyncerThread:
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.thread.start()
         self.pool = SyncerPool(workers=4)
-        self.super_kube: KubeClient | None = None  # one client for every tenant, as in the operator
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.health: dict[str, list[tuple[bool, str]]] = {}
         self.call(self._start_pool())
@@ -54,18 +53,16 @@ class SyncerThread:
         """A syncer for tenant `ctx.tenant` whose API server is at `credentials.server`."""
 
         async def start() -> TenantSyncer:
-            if self.super_kube is None:
-                self.super_kube = KubeClient(self.super_credentials)
-            super_kube = self.super_kube
+            super_kube = KubeClient(self.super_credentials)
             tenant_kube = KubeClient(credentials)
             self.health.setdefault(ctx.tenant, [])
             syncer = TenantSyncer(
-                ctx, super_kube, tenant_kube, ca_pem, self.pool,
+                ctx, super_kube, tenant_kube, ca_pem, self.pool.queue,
                 capacity={"cpu": "16", "memory": "32Gi", "pods": "110"},
                 on_health=lambda ok, message: self.health[ctx.tenant].append((ok, message)),
                 **kwargs,
             )  # fmt: skip
-            self.pool.add(syncer)
+            self.pool.syncers[ctx.tenant] = syncer
             self.tasks[ctx.tenant] = asyncio.create_task(syncer.run())
             if wait:
                 await syncer.wait_synced()
@@ -78,9 +75,9 @@ class SyncerThread:
             task = self.tasks.pop(name)
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-            syncer = self.pool.remove(name)
-            if syncer is not None:
-                await syncer.tenant_api.close()
+            syncer = self.pool.syncers.pop(name)
+            await syncer.super.close()
+            await syncer.tenant_api.close()
 
         self.call(stop())
 
@@ -91,8 +88,6 @@ class SyncerThread:
         async def stop_pool() -> None:
             self._pool_task.cancel()
             await asyncio.gather(self._pool_task, return_exceptions=True)
-            if self.super_kube is not None:
-                await self.super_kube.close()
 
         self.call(stop_pool())
         self.loop.call_soon_threadsafe(self.loop.stop)

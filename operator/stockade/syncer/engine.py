@@ -4,16 +4,12 @@ It knows no kind: each kind in `stockade.syncer.kinds.KINDS` says which sides it
 syncs one key at a time (see `kinds.base`). A change on either side queues the tenant object's key;
 a worker calls the kind's `sync(key)`. A worker never waits: a key whose tenant has not listed yet,
 or whose sync failed, is queued again after a per-key backoff (client-go's rate-limited workqueue),
-so one tenant whose API server never answers costs the others nothing. On the super side, one
-informer per kind serves every tenant of the pool (the syncer's own objects, by label, in every
-workloads namespace): each tenant reads it through a view of its namespace, and its changes are
-dispatched by namespace — one watch per kind, not one per tenant per kind.
+so one tenant whose API server never answers costs the others nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -27,7 +23,7 @@ from stockade.kube import ApiError, KubeClient
 from stockade.logs import about
 from stockade.syncer import metrics
 from stockade.syncer.context import TenantContext
-from stockade.syncer.informer import Cache, Informer, NamespaceView
+from stockade.syncer.informer import Informer
 from stockade.syncer.kinds import KINDS, LOOPS, Kind, Sides
 from stockade.syncer.queue import FairQueue
 from stockade.syncer.translate import Key
@@ -57,7 +53,7 @@ class TenantSyncer:
         super_kube: KubeClient,
         tenant_kube: KubeClient,
         tenant_ca_pem: bytes,
-        pool: SyncerPool,
+        queue: FairQueue,
         *,
         capacity: Mapping[str, str],
         patrol_seconds: float = 60.0,
@@ -68,7 +64,7 @@ class TenantSyncer:
         self.tenant = ctx.tenant
         self.super = super_kube
         self.tenant_api = tenant_kube
-        self.queue = pool.queue
+        self.queue = queue
         self.patrol_seconds = patrol_seconds
         self.health = Health()
         self._on_health = on_health
@@ -77,29 +73,23 @@ class TenantSyncer:
         )
         self.kinds: dict[str, Kind] = {cls.kind: cls(self.sides) for cls in KINDS}
         self.sides.kinds = self.kinds
-        self.own_informers: list[Informer] = []  # run by this syncer; shared ones are run by the pool
+        selector = f"{naming.LABEL_TENANT}={ctx.tenant},{naming.LABEL_SYNCED}=true"
         for name, kind in self.kinds.items():
             if kind.tenant_watched:
                 self.sides.tenant_caches[name] = Informer(
                     tenant_kube, "v1", name, tenant=self.tenant, side="tenant",
                     on_change=self._tenant_changed(name), on_health=self._health,
                 )  # fmt: skip
-                self.own_informers.append(self.sides.tenant_caches[name])
-            if kind.super_selected:
-                self.sides.super_caches[name] = NamespaceView(pool.shared(name, super_kube), ctx.namespace)
-            else:  # written by the super cluster's own components, unlabelled: this namespace only
-                informer = Informer(
-                    super_kube, "v1", name, tenant=self.tenant, side="super", namespace=ctx.namespace,
-                    on_change=functools.partial(self.super_changed, name),
-                )  # fmt: skip
-                self.sides.super_caches[name] = informer
-                self.own_informers.append(informer)
+            self.sides.super_caches[name] = Informer(
+                super_kube, "v1", name, tenant=self.tenant, side="super", namespace=ctx.namespace,
+                label_selector=selector if kind.super_selected else None, on_change=self._super_changed(kind),
+            )  # fmt: skip
         self.loops = [cls(self.sides) for cls in LOOPS]
         self._waits: dict[Item, int] = {}  # times an item found its tenant not listed yet
         self._retries: dict[Item, asyncio.TimerHandle] = {}
 
     @property
-    def caches(self) -> list[Cache]:
+    def informers(self) -> list[Informer]:
         return [*self.sides.tenant_caches.values(), *self.sides.super_caches.values()]
 
     # -- health ----------------------------------------------------------------------------------
@@ -140,23 +130,18 @@ class TenantSyncer:
 
         return changed
 
-    def super_changed(self, kind: str, event: str, key: Key, obj: dict[str, Any]) -> None:
-        """A super object of `kind` in this tenant's namespace changed (from its own informer, or
-        dispatched by the pool from a shared one)."""
-        if (queued := self.kinds[kind].key_of_super(event, obj)) is not None:
-            self._enqueue(kind, queued)
+    def _super_changed(self, kind: Kind) -> Callable[[str, Key, dict[str, Any]], None]:
+        def changed(event: str, key: Key, obj: dict[str, Any]) -> None:
+            if (queued := kind.key_of_super(event, obj)) is not None:
+                self._enqueue(kind.kind, queued)
+
+        return changed
 
     # -- running ---------------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Runs until cancelled."""
-        # What a shared informer listed before this tenant joined is news to it: as an initial list
-        # would, every super object of its namespace queues its key (later changes are dispatched).
-        for name, cache in self.sides.super_caches.items():
-            if isinstance(cache, NamespaceView):
-                for key, obj in list(cache.cache.items()):
-                    self.super_changed(name, "ADDED", key, obj)
-        tasks = [asyncio.create_task(i.run(), name=f"{self.tenant}-{i.side}-{i.kind}") for i in self.own_informers]
+        tasks = [asyncio.create_task(i.run(), name=f"{self.tenant}-{i.side}-{i.kind}") for i in self.informers]
         tasks += [asyncio.create_task(loop.run(), name=f"{self.tenant}-{type(loop).__name__}") for loop in self.loops]
         tasks.append(asyncio.create_task(self._patrol(), name=f"{self.tenant}-patrol"))
         try:
@@ -171,14 +156,14 @@ class TenantSyncer:
             self.queue.forget(self.tenant)
 
     async def wait_synced(self, timeout: float | None = 60) -> None:
-        await asyncio.wait_for(asyncio.gather(*(c.synced.wait() for c in self.caches)), timeout)
+        await asyncio.wait_for(asyncio.gather(*(i.synced.wait() for i in self.informers)), timeout)
 
     def synced(self) -> bool:
-        return all(c.synced.is_set() for c in self.caches)
+        return all(i.synced.is_set() for i in self.informers)
 
     async def _patrol(self) -> None:
         """Every key of both sides, periodically: repairs drift and removes orphans."""
-        await asyncio.gather(*(c.synced.wait() for c in self.caches))
+        await asyncio.gather(*(i.synced.wait() for i in self.informers))
         while True:
             for name, kind in self.kinds.items():
                 if not kind.patrolled:
@@ -227,54 +212,15 @@ class TenantSyncer:
 
 
 class SyncerPool:
-    """Workers serving every tenant's queue fairly, and the super-side informers all tenants share.
-
-    Every tenant of a pool syncs into the same super cluster through the same client (the first
-    one a tenant brings): one watch per kind for all tenants, not one per tenant per kind."""
+    """Workers serving every tenant's queue fairly."""
 
     def __init__(self, workers: int = 8):
         self.queue = FairQueue()
         self.syncers: dict[str, TenantSyncer] = {}
         self.workers = workers
-        self._by_namespace: dict[str, TenantSyncer] = {}
-        self._shared: dict[str, Informer] = {}
-        self._shared_tasks: list[asyncio.Task[None]] = []
-
-    def add(self, syncer: TenantSyncer) -> None:
-        self.syncers[syncer.tenant] = syncer
-        self._by_namespace[syncer.ctx.namespace] = syncer
-
-    def remove(self, tenant: str) -> TenantSyncer | None:
-        syncer = self.syncers.pop(tenant, None)
-        if syncer is not None:
-            self._by_namespace.pop(syncer.ctx.namespace, None)
-        return syncer
-
-    def shared(self, kind: str, super_kube: KubeClient) -> Informer:
-        """The super-side informer of `kind` for every tenant: the syncer's own objects (by label),
-        in every namespace; started on first use, stopped with the pool's `run`."""
-        if kind not in self._shared:
-            informer = Informer(
-                super_kube, "v1", kind, tenant="*", side="super", label_selector=f"{naming.LABEL_SYNCED}=true",
-                on_change=lambda event, key, obj: self._dispatch(kind, event, key, obj),
-            )  # fmt: skip
-            self._shared[kind] = informer
-            self._shared_tasks.append(asyncio.create_task(informer.run(), name=f"shared-super-{kind}"))
-        return self._shared[kind]
-
-    def _dispatch(self, kind: str, event: str, key: Key, obj: dict[str, Any]) -> None:
-        if (syncer := self._by_namespace.get(key[0])) is not None:  # no syncer: nothing to tell
-            syncer.super_changed(kind, event, key, obj)
 
     async def run(self) -> None:
-        try:
-            await asyncio.gather(*(self._work() for _ in range(self.workers)))
-        finally:
-            for task in self._shared_tasks:
-                task.cancel()
-            await asyncio.gather(*self._shared_tasks, return_exceptions=True)
-            self._shared_tasks.clear()
-            self._shared.clear()
+        await asyncio.gather(*(self._work() for _ in range(self.workers)))
 
     async def _work(self) -> None:
         while True:

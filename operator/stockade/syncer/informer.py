@@ -14,7 +14,7 @@ import asyncio
 import collections
 import logging
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
 
@@ -72,8 +72,6 @@ class Informer:
         self.read_timeout = read_timeout
         self.watch_seconds = watch_seconds
         self.cache: dict[Key, dict[str, Any]] = {}
-        # The same objects by namespace: what one tenant's view of a shared informer reads.
-        self.by_namespace: dict[str, dict[Key, dict[str, Any]]] = {}
         self.synced = asyncio.Event()
         self.resource_version = ""
         # The latest deletions watched, with their versions (bounded), so `wrote` never caches an
@@ -94,19 +92,7 @@ class Informer:
             return  # its deletion was watched already: no ghost in the cache
         cached = self.cache.get(key)
         if cached is None or _version(cached) < version:
-            self._put(key, slim(obj))
-
-    def _put(self, key: Key, obj: dict[str, Any]) -> None:
-        self.cache[key] = obj
-        self.by_namespace.setdefault(key[0], {})[key] = obj
-
-    def _drop(self, key: Key) -> dict[str, Any] | None:
-        gone = self.cache.pop(key, None)
-        if (namespace := self.by_namespace.get(key[0])) is not None:
-            namespace.pop(key, None)
-            if not namespace:
-                del self.by_namespace[key[0]]
-        return gone
+            self.cache[key] = slim(obj)
 
     async def _relist(self) -> None:
         items, self.resource_version = await self.kube.list_with_version(
@@ -118,11 +104,11 @@ class Informer:
             item.setdefault("apiVersion", self.api_version)
         fresh = {key_of(item): item for item in items}
         for key in self.cache.keys() - fresh.keys():
-            gone = self._drop(key)
-            self.on_change("DELETED", key, gone or {})
+            gone = self.cache.pop(key)
+            self.on_change("DELETED", key, gone)
         for key, item in fresh.items():
             old = self.cache.get(key)
-            self._put(key, item)
+            self.cache[key] = item
             if old is None or old["metadata"].get("resourceVersion") != item["metadata"].get("resourceVersion"):
                 self.on_change("ADDED" if old is None else "MODIFIED", key, item)
         self.synced.set()
@@ -149,13 +135,13 @@ class Informer:
             if kind != "DELETED" and _version(self.cache.get(key) or {}) == _version(obj) >= 0:
                 continue  # the echo of our own write (`wrote`): the pass that wrote it saw it already
             if kind == "DELETED":
-                self._drop(key)
+                self.cache.pop(key, None)
                 self._deleted[key] = _version(obj)
                 self._deleted.move_to_end(key)
                 if len(self._deleted) > DELETIONS_REMEMBERED:
                     self._deleted.popitem(last=False)
             else:
-                self._put(key, obj)
+                self.cache[key] = obj
             self.on_change(str(kind), key, obj)
 
     async def run(self) -> None:
@@ -194,43 +180,3 @@ class Informer:
                 # missed, or answers 410 and we list again); an error answer lists again at once.
                 dropped = isinstance(error, aiohttp.ClientError | TimeoutError | OSError)
                 need_list = need_list or not dropped or not self.resource_version
-
-
-class Cache(Protocol):
-    """What a kind reads of one kind's objects on one side: an `Informer` or a `NamespaceView`."""
-
-    kind: str
-
-    @property
-    def cache(self) -> dict[Key, dict[str, Any]]: ...
-
-    @property
-    def synced(self) -> asyncio.Event: ...
-
-    def get(self, key: Key) -> dict[str, Any] | None: ...
-
-    def wrote(self, obj: dict[str, Any]) -> None: ...
-
-
-class NamespaceView:
-    """One tenant's view of a shared informer: the objects in its workloads namespace. Reads like
-    an `Informer` (`get`, `cache`, `synced`); the shared informer runs once for every tenant."""
-
-    def __init__(self, shared: Informer, namespace: str):
-        self.shared = shared
-        self.namespace = namespace
-        self.kind = shared.kind
-
-    @property
-    def cache(self) -> dict[Key, dict[str, Any]]:
-        return self.shared.by_namespace.get(self.namespace, {})
-
-    @property
-    def synced(self) -> asyncio.Event:
-        return self.shared.synced
-
-    def get(self, key: Key) -> dict[str, Any] | None:
-        return self.cache.get(key) if key[0] == self.namespace else None
-
-    def wrote(self, obj: dict[str, Any]) -> None:
-        self.shared.wrote(obj)

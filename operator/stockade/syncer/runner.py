@@ -140,7 +140,7 @@ async def run_tenant_syncer(
         super_kube,
         tenant_kube,
         credentials.ca_pem,
-        pool,
+        pool.queue,
         capacity=capacity(spec),
         on_health=reporter.put,
     )
@@ -149,7 +149,7 @@ async def run_tenant_syncer(
         await syncer.wait_synced(timeout=None)
         reporter.put(True, "")
 
-    pool.add(syncer)
+    pool.syncers[name] = syncer
     helpers = [asyncio.create_task(reporter.run()), asyncio.create_task(report_first_sync())]
     try:
         await syncer.run()
@@ -157,5 +157,5 @@ async def run_tenant_syncer(
         for helper in helpers:
             helper.cancel()
         await asyncio.gather(*helpers, return_exceptions=True)
-        pool.remove(name)
+        pool.syncers.pop(name, None)
         await tenant_kube.close()

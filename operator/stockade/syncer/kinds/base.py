@@ -21,7 +21,7 @@ from stockade.logs import about
 from stockade.naming import ANNOTATION_UID
 from stockade.syncer import metrics
 from stockade.syncer.context import TenantContext
-from stockade.syncer.informer import Cache, Informer
+from stockade.syncer.informer import Informer
 from stockade.syncer.translate import Key, scrub, super_name, tenant_key
 
 log = logging.getLogger("stockade.syncer")
@@ -88,7 +88,7 @@ class Sides:
         self.capacity = dict(capacity)
         self.heartbeat_seconds = heartbeat_seconds
         self.tenant_caches: dict[str, Informer] = {}
-        self.super_caches: dict[str, Cache] = {}  # most are views of informers shared by all tenants
+        self.super_caches: dict[str, Informer] = {}
         self.failures: dict[tuple[str, Key], int] = {}  # consecutive failures per (kind, key)
         self._told: dict[str, str] = {}  # tenant uid -> last warning posted
         # Every kind by name (the engine fills it), so one kind can sync what it depends on first.
