@@ -40,6 +40,7 @@ lint: venv ## ruff and mypy
 	$(VENV)/bin/ruff check operator devkit tests bench
 	$(VENV)/bin/ruff format --check operator devkit tests bench
 	$(VENV)/bin/mypy
+	$(VENV)/bin/mypy bench/*.py  # the benchmarks are files, not a package of the config's
 
 unit: venv ## Unit tests: pure logic, no processes
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)

@@ -38,7 +38,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,8 +131,13 @@ def pod_name(i: int) -> str:
     return f"p-{i}"
 
 
-def super_key(tenant: str, i: int) -> tuple[str, str]:
-    return naming.workloads_namespace(tenant), tr.super_name(NAMESPACE, pod_name(i))
+SuperKey = tuple[str, str, str]  # (namespace, super pod, its token Secret)
+
+
+def super_key(tenant: str, i: int) -> SuperKey:
+    """(namespace, super pod, its token Secret) of tenant pod `i`, named as the syncer names them."""
+    pod = {"metadata": {"namespace": NAMESPACE, "name": pod_name(i)}}
+    return naming.workloads_namespace(tenant), tr.super_name(NAMESPACE, pod_name(i)), pod_spec.token_secret_name(pod)
 
 
 async def provision_super_side(kube: KubeClient, name: str, spec: TenantSpec) -> None:
@@ -200,11 +205,16 @@ class SuperWatch:
 
         return changed
 
-    def done_at(self, namespace: str, name: str) -> float | None:
+    def done_at(self, namespace: str, pod_name: str, token_name: str) -> float | None:
         """When both the super pod and its token Secret existed."""
-        pod = self.seen.get(("Pod", namespace, name))
-        secret = self.seen.get(("Secret", namespace, naming.fit(f"{name}-token")))
+        pod = self.seen.get(("Pod", namespace, pod_name))
+        secret = self.seen.get(("Secret", namespace, token_name))
         return max(pod, secret) if pod is not None and secret is not None else None
+
+    async def all_done(self, keys: Collection[SuperKey], what: str) -> float:
+        """Waits until every key is done; when the last one was."""
+        await until(lambda: all(self.done_at(*k) is not None for k in keys), what)
+        return max(self.done_at(*k) or 0.0 for k in keys)
 
     def live(self) -> int:
         return sum(len(i.cache) for i in self.informers)
@@ -328,12 +338,13 @@ class Profiler:
         self.out = out
         self.stacks: Counter[str] = Counter()
         self.process: subprocess.Popen[bytes] | None = None
-        self.raw = Path(tempfile.mkstemp(prefix="stockade-pyspy-", suffix=".txt")[1])
+        self.raw = Path()  # py-spy's output of the current recording
 
     async def start(self, pid: int) -> None:
         if self.out is None:
             return
         py_spy = Path(sys.executable).with_name("py-spy")
+        self.raw = Path(tempfile.mkstemp(prefix="stockade-pyspy-", suffix=".txt")[1])
         command = [str(py_spy), "record", "--pid", str(pid), "--rate", "100", "--nonblocking",
                    "--format", "raw", "--output", str(self.raw)]  # fmt: skip
         self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # noqa: ASYNC220
@@ -349,6 +360,7 @@ class Profiler:
             stack, _, count = line.rpartition(" ")
             if stack and count.isdigit():
                 self.stacks[stack] += int(count)
+        self.raw.unlink()
 
     def report(self, top: int = 25) -> dict[str, Any]:
         """Self and inclusive shares per function (line numbers dropped), and self time per layer."""
@@ -398,7 +410,7 @@ class Tenants:
     gc_pauses: dict[str, Any] = field(default_factory=dict)  # the warm syncer's, over its life
 
     def creates(
-        self, keys: list[tuple[str, int]], responded: dict[tuple[str, str], float]
+        self, keys: list[tuple[str, int]], responded: dict[SuperKey, float]
     ) -> list[Callable[[], Awaitable[None]]]:
         def job(tenant: str, i: int) -> Callable[[], Awaitable[None]]:
             async def create() -> None:
@@ -413,7 +425,7 @@ class Tenants:
         """Interleaved across tenants, as many tenants creating at once would be."""
         return [(t, i) for i in range(first, first + per_tenant) for t in self.names]
 
-    def latencies(self, responded: dict[tuple[str, str], float]) -> list[float]:
+    def latencies(self, responded: dict[SuperKey, float]) -> list[float]:
         return [max(0.0, (self.watch.done_at(*k) or 0.0) - at) for k, at in responded.items()]
 
     async def cleanup(self) -> None:
@@ -440,15 +452,14 @@ async def idle(syncer: SyncerProcess, seconds: float) -> dict[str, Any]:
 async def syncer_phase(
     tenants: Tenants, syncer: SyncerProcess, keys: list[tuple[str, int]], *, rate: float | None
 ) -> dict[str, Any]:
-    responded: dict[tuple[str, str], float] = {}
+    responded: dict[SuperKey, float] = {}
     expected = {super_key(t, i) for t, i in keys}
     cpu_before, rss_before = cpu_seconds(syncer.pid), rss_kib(syncer.pid)
     started = time.monotonic()
     create_seconds = await paced(
         tenants.creates(keys, responded), rate=rate, limit=LOAD_CONCURRENCY * 4 if rate else LOAD_CONCURRENCY
     )
-    await until(lambda: all(tenants.watch.done_at(*k) is not None for k in expected), "the syncer to catch up")
-    seconds = max(tenants.watch.done_at(*k) or 0.0 for k in expected) - started
+    seconds = await tenants.watch.all_done(expected, "the syncer to catch up") - started
     cpu = cpu_seconds(syncer.pid) - cpu_before
     busy = cpu - syncer.idle_cpu_per_second * (time.monotonic() - started)
     await asyncio.sleep(2)
@@ -487,7 +498,7 @@ async def up_sync(super_kube: KubeClient, tenants: Tenants, keys: list[tuple[str
 
     def job(tenant: str, i: int) -> Callable[[], Awaitable[None]]:
         async def mark() -> None:
-            namespace, name = super_key(tenant, i)
+            namespace, name, _ = super_key(tenant, i)
             written_at[(tenant, pod_name(i))] = time.monotonic()
             await super_kube.patch_merge("v1", "Pod", name, status, namespace, subresource="status")
 
@@ -509,12 +520,11 @@ async def catch_up(
 ) -> dict[str, Any]:
     """The syncer stopped, the pods created, the syncer started: how fast it catches up, cold."""
     tenants.gc_pauses = syncer.stop()
-    responded: dict[tuple[str, str], float] = {}
+    responded: dict[SuperKey, float] = {}
     await paced(tenants.creates(keys, responded), rate=None, limit=LOAD_CONCURRENCY)
     await syncer.start()  # "synced" comes after its informers listed
     await profiler.start(syncer.pid)
-    await until(lambda: all(tenants.watch.done_at(*k) is not None for k in responded), "the cold catch-up")
-    seconds = max(tenants.watch.done_at(*k) or 0.0 for k in responded) - syncer.started
+    seconds = await tenants.watch.all_done(list(responded), "the cold catch-up") - syncer.started
     cpu = cpu_seconds(syncer.pid)
     profiler.stop()
     return {

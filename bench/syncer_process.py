@@ -41,7 +41,12 @@ async def main(path: str) -> None:
     config = json.loads(Path(path).read_text())  # noqa: ASYNC240 - once, at start-up
     if out := config.get("gc_out"):
         gc.callbacks.append(_gc_timer)
-        signal.signal(signal.SIGTERM, lambda *_: (_write_gc(out), sys.exit(0)))
+
+        def terminated(*_: object) -> None:
+            _write_gc(out)
+            sys.exit(0)
+
+        signal.signal(signal.SIGTERM, terminated)
     pool = SyncerPool(workers=config.get("workers", 8))
     super_kube = KubeClient(Credentials.from_kubeconfig(config["super"]))
     syncers = []

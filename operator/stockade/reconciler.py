@@ -39,12 +39,12 @@ from stockade.model import (
 
 log = logging.getLogger("stockade.reconciler")
 
+# A status write that meets a newer version (409) is computed again on the fresh one, this often.
+STATUS_WRITE_ATTEMPTS = 5
 # Kinds whose objects come and go, with the namespaces they are pruned in ("control-plane" or
 # both): those the spec may stop asking for, and those of the earlier control-plane layout (a
 # Deployment per component, etcd's client Service) that one pod per replica replaces — the etcd
 # StatefulSet itself migrates in place. Objects of other kinds exist for every tenant.
-# A status write that meets a newer version (409) is computed again on the fresh one, this often.
-STATUS_WRITE_ATTEMPTS = 5
 PRUNABLE_KINDS = (
     ("networking.k8s.io/v1", "NetworkPolicy", "both"),
     ("policy/v1", "PodDisruptionBudget", "both"),
@@ -467,20 +467,21 @@ class TenantReconciler:
         read (a resourceVersion precondition): when someone else wrote meanwhile (the syncer's
         health, another operator process), read again and compute again, so no writer's
         conditions are lost to another's stale copy."""
-        for attempt in range(STATUS_WRITE_ATTEMPTS):
+        attempts = 1
+        while True:
             previous = TenantStatus.model_validate(body.get("status") or {})
             new = compute(previous)
             try:
                 await self._patch_status(body, previous, new, events)
                 return new
             except ApiError as error:
-                if error.status != 409 or attempt == STATUS_WRITE_ATTEMPTS - 1:
+                if error.status != 409 or attempts == STATUS_WRITE_ATTEMPTS:
                     raise
+            attempts += 1
             fresh = await self.kube.get_or_none(API_VERSION, KIND, body["metadata"]["name"])
             if fresh is None or fresh["metadata"].get("deletionTimestamp"):
                 return new
             body = fresh
-        raise AssertionError("unreachable")  # pragma: no cover
 
     async def _patch_status(
         self, body: Mapping[str, Any], previous: TenantStatus, new: TenantStatus, events: EventSink
