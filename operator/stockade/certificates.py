@@ -34,16 +34,18 @@ CONTROLLER_MANAGER = "controller-manager"
 SCHEDULER = "scheduler"
 ADMIN = "admin"
 SYNCER = "syncer"
+DNS = "dns"
 
 # Identities of the kubeconfig users. The tenant admin is *not* in system:masters: its rights come
 # from a ClusterRoleBinding in the tenant cluster, so they can be revoked.
 ADMIN_USER = "stockade:tenant-admin"
 ADMIN_GROUP = "stockade:tenant-admins"
 SYNCER_USER = "stockade:syncer"
+DNS_USER = "stockade:dns"  # the tenant's cluster DNS: reads Services, EndpointSlices, Namespaces
 BOOTSTRAP_USER = "stockade:bootstrap"
 MASTERS_GROUP = "system:masters"
 
-KUBECONFIG_USERS = (ADMIN, CONTROLLER_MANAGER, SCHEDULER, SYNCER)
+KUBECONFIG_USERS = (ADMIN, CONTROLLER_MANAGER, SCHEDULER, SYNCER, DNS)
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,7 @@ def leaf_requests(
         SCHEDULER: (CLUSTER_CA, client("system:kube-scheduler")),
         ADMIN: (CLUSTER_CA, client(ADMIN_USER, ADMIN_GROUP)),
         SYNCER: (CLUSTER_CA, client(SYNCER_USER)),
+        DNS: (CLUSTER_CA, client(DNS_USER)),
     }
 
 

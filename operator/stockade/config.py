@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field
 
@@ -18,6 +19,8 @@ NEVER_EGRESS = (
 
 # etcd image tag that kubeadm pairs with each Kubernetes minor.
 ETCD_IMAGE_TAGS = {33: "3.5.21-0", 34: "3.6.4-0"}
+# The tenant DNS's CoreDNS (the release kubeadm 1.34 pairs with; `hack/testbin` builds the same).
+COREDNS_VERSION = "v1.15.0"
 
 
 def _env_list(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
@@ -29,7 +32,11 @@ def _env_list(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
 class OperatorConfig:
     runtime_class: str = "kata"
     operator_namespace: str = "stockade-system"
-    service_cidr: str = "10.96.0.0/12"  # the tenant control plane's own Service range
+    # Tenant Service ranges: each tenant gets its own block of `service_prefix` bits from this pool,
+    # which the operator adds to the super cluster as a ServiceCIDR. A tenant Service then has the
+    # same ClusterIP in both clusters, and the super cluster's own Service proxy routes it.
+    service_pool: str = "10.112.0.0/12"
+    service_prefix: int = 22
     never_egress: tuple[str, ...] = NEVER_EGRESS
     dns_namespace: str = "kube-system"
     dns_labels: dict[str, str] = field(default_factory=lambda: {"k8s-app": "kube-dns"})
@@ -40,13 +47,28 @@ class OperatorConfig:
     # containers back until the pod's NetworkPolicy is enforced.
     netgate_image: str = "ghcr.io/stockade-dev/netgate:0.1.0"
 
+    def __post_init__(self) -> None:
+        try:
+            pool = ipaddress.ip_network(self.service_pool)
+        except ValueError as error:
+            raise ValueError(f"STOCKADE_TENANT_SERVICE_POOL: {self.service_pool!r} is not a network: {error}") from None
+        if not pool.prefixlen < self.service_prefix <= pool.max_prefixlen - 4:
+            raise ValueError(
+                f"STOCKADE_TENANT_SERVICE_PREFIX: {self.service_prefix} must be longer than the pool's "
+                f"/{pool.prefixlen} and at most /{pool.max_prefixlen - 4} (a range holds at least 16 addresses)"
+            )
+
     @classmethod
     def from_env(cls) -> OperatorConfig:
         defaults = cls()
+        prefix = os.environ.get("STOCKADE_TENANT_SERVICE_PREFIX", str(defaults.service_prefix))
+        if not prefix.isdigit():
+            raise ValueError(f"STOCKADE_TENANT_SERVICE_PREFIX: {prefix!r} is not a prefix length (e.g. 22)")
         return cls(
             runtime_class=os.environ.get("STOCKADE_RUNTIME_CLASS", defaults.runtime_class),
             operator_namespace=os.environ.get("STOCKADE_NAMESPACE", defaults.operator_namespace),
-            service_cidr=os.environ.get("STOCKADE_TENANT_SERVICE_CIDR", defaults.service_cidr),
+            service_pool=os.environ.get("STOCKADE_TENANT_SERVICE_POOL", defaults.service_pool),
+            service_prefix=int(prefix),
             never_egress=_env_list("STOCKADE_NEVER_EGRESS", defaults.never_egress),
             dns_namespace=os.environ.get("STOCKADE_DNS_NAMESPACE", defaults.dns_namespace),
             image_pull_policy=os.environ.get("STOCKADE_IMAGE_PULL_POLICY", defaults.image_pull_policy),

@@ -160,7 +160,7 @@ async def sync_workloads(body: kopf.Body, name: str, memo: kopf.Memo, stopped: k
             syncer = asyncio.create_task(
                 run_tenant_syncer(
                     reconciler(memo).kube, memo.pool, tenant, config.runtime_class, report,
-                    netgate_image=config.netgate_image,
+                    netgate_image=config.netgate_image, service_prefix=config.service_prefix,
                 )
             )  # fmt: skip
             while not syncer.done() and not stopped and _workloads(body) == workloads:

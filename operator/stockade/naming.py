@@ -34,8 +34,6 @@ ROLE_WORKLOADS = "workloads"
 ANNOTATION_NAMESPACE = "stockade.dev/tenant-namespace"
 ANNOTATION_NAME = "stockade.dev/tenant-name"
 ANNOTATION_UID = "stockade.dev/tenant-uid"
-# On a tenant Service: the ClusterIP of its super-cluster counterpart.
-ANNOTATION_SUPER_CLUSTER_IP = "stockade.dev/super-cluster-ip"
 # Labels on super objects: ownership, and the tenant namespace (Service selectors use it).
 LABEL_SYNCED = "stockade.dev/synced"
 LABEL_NAMESPACE = "stockade.dev/tenant-namespace"
@@ -87,6 +85,13 @@ ETCD_PEERS = "etcd-peers"
 APISERVER = "kube-apiserver"
 CONTROLLER_MANAGER = "kube-controller-manager"
 SCHEDULER = "kube-scheduler"
+# The tenant's cluster DNS (CoreDNS): its Deployment, Service, ConfigMap and component label.
+DNS = "dns"
+DNS_PORT = 1053  # what CoreDNS listens on, unprivileged; its Service answers on 53
+# In the tenant cluster, the Service it is published as (what `kubectl get svc -A` shows).
+TENANT_DNS_SERVICE = ("kube-system", "kube-dns")
+# The ServiceCIDR the operator adds to the super cluster: the pool every tenant's range comes from.
+SERVICE_POOL = "stockade-tenant-services"
 # One StatefulSet runs the control plane: one pod per replica, its components as containers that
 # talk over localhost. It keeps the name, pod selector, member names and volumes of the etcd
 # StatefulSet of the earlier layout (a workload per component), so older Tenants migrate in place.
@@ -98,6 +103,7 @@ LABEL_REPLICA = "stockade.dev/control-plane-replica"
 SERVICE_ACCOUNT = "control-plane"
 ADMIN_KUBECONFIG_SECRET = "admin-kubeconfig"
 APISERVER_PORT = 6443
+KUBERNETES_SERVICE_PORT = 443  # the tenant's `kubernetes` Service: its API server Service has it too
 ETCD_CLIENT_PORT = 2379
 ETCD_PEER_PORT = 2380
 ETCD_METRICS_PORT = 2381  # plain-HTTP health and metrics: what the kubelet probes
@@ -154,3 +160,19 @@ def service_cidr_first_ip(cidr: str) -> str:
     """The `kubernetes` Service's ClusterIP: the first address of the Service range."""
     network = ipaddress.ip_network(cidr, strict=False)
     return str(network.network_address + 1)
+
+
+def dns_service_ip(cidr: str) -> str:
+    """The cluster DNS's ClusterIP: the tenth address of the Service range (kubeadm's choice)."""
+    network = ipaddress.ip_network(cidr, strict=False)
+    return str(network.network_address + 10)
+
+
+def service_range_of(ip: str, prefix: int) -> str:
+    """The tenant Service range (a block of `prefix` bits) that holds `ip`."""
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
+
+
+def service_ranges(pool: str, prefix: int) -> list[str]:
+    """Every tenant Service range the pool holds, lowest first."""
+    return [str(b) for b in ipaddress.ip_network(pool).subnets(new_prefix=prefix)]

@@ -52,6 +52,9 @@ PRUNABLE_KINDS = (
     ("v1", "Service", "control-plane"),
 )
 
+# Blocks of the Service pool tried after a refused claim before the pass fails (and is retried).
+SERVICE_RANGE_ATTEMPTS = 16
+
 # Posts an Event on the Tenant: (type "Normal"/"Warning", reason, message).
 EventSink = Callable[[str, str, str], Awaitable[None]]
 
@@ -131,11 +134,13 @@ class TenantReconciler:
             config=self.config,
             super_apiserver_ips=await self._super_apiserver_ips(),
         )
-        objects = render.render_tenant(inp)
-        # Namespaces and the API server's Service first: the certificates name its address.
-        for obj in objects:
-            if obj["kind"] == "Namespace" or (obj["kind"] == "Service" and obj["metadata"]["name"] == naming.APISERVER):
+        # Namespaces and the API server's Service first: the Service claims the tenant's Service
+        # range, and the certificates name its address.
+        for obj in render.render_tenant(inp):
+            if obj["kind"] == "Namespace":
                 await self.kube.apply(obj)
+        service_range = await self._claim_service_range(inp, events)
+        inp = render.TenantInput(**{**inp.__dict__, "service_range": service_range})
         service = await self.kube.get("v1", "Service", naming.APISERVER, naming.control_plane_namespace(name))
         external = await self._external_endpoint(spec, service)
 
@@ -155,6 +160,7 @@ class TenantReconciler:
         observed.checks.append(control_plane)
         if control_plane.ok:
             observed.running_version = effective_spec.kubernetes.version
+        observed.checks.append(await self._dns_check(inp))
         if refusal:
             observed.checks.append(st.Check("VersionAccepted", False, "UpgradeRefused", refusal))
         return await self._write_status(body, spec, observed, events)
@@ -181,6 +187,60 @@ class TenantReconciler:
                             extra=about(name, kind, namespace, meta["name"]),
                         )
                         await self.kube.delete(api_version, kind, meta["name"], namespace, uid=meta["uid"])
+
+    # -- the tenant's Service range -------------------------------------------------------------
+
+    async def _claim_service_range(self, inp: render.TenantInput, events: EventSink) -> str:
+        """The tenant's own block of the Service pool, claimed by its API server's Service.
+
+        The API server's Service takes the block's first address (the tenant's `kubernetes`
+        Service): the super cluster's IP allocator makes that claim atomic, so two passes (or two
+        operators) never give one block to two tenants, and the block is freed with the namespace.
+        A Service from before the pool (another address) is replaced: its clients follow the new
+        address once the control plane has rolled.
+        """
+        cfg = self.config
+        await self.kube.apply(render.service_pool(cfg))
+        namespace = naming.control_plane_namespace(inp.name)
+        pool = ipaddress.ip_network(cfg.service_pool)
+        current = await self.kube.get_or_none("v1", "Service", naming.APISERVER, namespace)
+        if current is not None:
+            ip = current["spec"].get("clusterIP") or ""
+            if is_ip(ip) and ipaddress.ip_address(ip) in pool:
+                return naming.service_range_of(ip, cfg.service_prefix)
+            message = f"the API server's Service moves from {ip} into the tenant Service pool {cfg.service_pool}"
+            log.info("tenant %s: %s", inp.name, message, extra=about(inp.name, "Service", namespace))
+            await events("Normal", "ServiceRangeAssigned", message)
+            await self.kube.delete("v1", "Service", naming.APISERVER, namespace, uid=current["metadata"]["uid"])
+        ours = await self.kube.list("v1", "Service", label_selector=f"{naming.LABEL_MANAGED_BY}={naming.MANAGED_BY}")
+        taken = {
+            naming.service_range_of(ip, cfg.service_prefix)
+            for s in ours
+            if s["metadata"]["name"] == naming.APISERVER
+            and is_ip(ip := s["spec"].get("clusterIP") or "")
+            and ipaddress.ip_address(ip) in pool
+        }
+        tried = 0
+        for block in naming.service_ranges(cfg.service_pool, cfg.service_prefix):
+            if block in taken:
+                continue
+            claim = render.TenantInput(**{**inp.__dict__, "service_range": block})
+            wanted = ("Service", naming.APISERVER)
+            service = next(o for o in render.render_tenant(claim) if (o["kind"], o["metadata"]["name"]) == wanted)
+            try:
+                await self.kube.apply(service)
+            except ApiError as error:
+                # Another tenant's claim, or a super-cluster Service the allocator placed there.
+                if error.status != 422 or tried >= SERVICE_RANGE_ATTEMPTS:
+                    raise
+                tried += 1
+                continue
+            log.info("tenant %s: Service range %s", inp.name, block, extra=about(inp.name, "Service", namespace))
+            return block
+        raise RuntimeError(
+            f"no free Service range of /{cfg.service_prefix} left in the pool {cfg.service_pool} "
+            f"({len(taken)} taken): widen STOCKADE_TENANT_SERVICE_POOL or lengthen STOCKADE_TENANT_SERVICE_PREFIX"
+        )
 
     # -- versions --------------------------------------------------------------------------------
 
@@ -276,8 +336,8 @@ class TenantReconciler:
     def _serving_names(
         self, name: str, spec: TenantSpec, service: Mapping[str, Any], external: str | None
     ) -> certs.ServingNames:
-        ips = ["127.0.0.1", naming.service_cidr_first_ip(self.config.service_cidr)]
-        cluster_ip = service.get("spec", {}).get("clusterIP")
+        ips = ["127.0.0.1"]
+        cluster_ip = service.get("spec", {}).get("clusterIP")  # the tenant's `kubernetes` Service too
         dns = list(naming.apiserver_dns_names(name))
         for extra in [
             *spec.control_plane.service.extra_sans,
@@ -339,6 +399,21 @@ class TenantReconciler:
             f"quota and RuntimeClass {runtime_class!r} in place",
         )
 
+    async def _dns_check(self, inp: render.TenantInput) -> st.Check:
+        """The tenant's cluster DNS: every replica ready (they answer only once CoreDNS has read
+        the tenant's Services: its readiness probe)."""
+        if inp.spec.suspended:
+            return st.Check(st.DNS_READY, False, "Suspended", "scaled to zero")
+        namespace = naming.control_plane_namespace(inp.name)
+        wanted = inp.spec.control_plane.replicas
+        obj = await self.kube.get_or_none("apps/v1", "Deployment", naming.DNS, namespace)
+        status = (obj or {}).get("status", {})
+        ready = status.get("readyReplicas", 0)
+        address = naming.dns_service_ip(inp.service_range)
+        if obj is None or ready < wanted or status.get("observedGeneration", 0) < obj["metadata"]["generation"]:
+            return st.Check(st.DNS_READY, False, "Starting", f"cluster DNS at {address}: {ready}/{wanted} ready")
+        return st.Check(st.DNS_READY, True, "Ready", f"cluster DNS at {address}: {ready} replica(s) ready")
+
     async def _control_plane_check(
         self, inp: render.TenantInput, service: Mapping[str, Any], bundle: certs.ControlPlanePKI
     ) -> st.Check:
@@ -389,7 +464,8 @@ class TenantReconciler:
                 status, text = await tenant.get_raw("/readyz", timeout=10)
                 if status != 200:
                     return False, f"/readyz answered {status}: {text[:200]}"
-                for obj in [*tenant_rbac.objects(inp.spec), *tenant_rbac.node_name_policy(inp.name)]:
+                dns_service = tenant_rbac.dns_service(naming.dns_service_ip(inp.service_range))
+                for obj in [*tenant_rbac.objects(inp.spec), *tenant_rbac.node_name_policy(inp.name), dns_service]:
                     await tenant.apply(obj)
         except (OSError, TimeoutError, ApiError) as error:
             return False, f"tenant API server unreachable: {error}"

@@ -21,13 +21,13 @@ import yaml
 
 from stockade import certificates as certs
 from stockade import components, naming, pki
-from stockade.config import ETCD_IMAGE_TAGS, OperatorConfig
+from stockade.config import COREDNS_VERSION, ETCD_IMAGE_TAGS, OperatorConfig
 from stockade.kubeconfig import build_kubeconfig, dump
 from stockade.model import API_VERSION, KIND, ServiceType, TenantSpec
 
 # Shipped as package data, beside this module (in a wheel, an image and a checkout alike).
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
-TEMPLATES = ("namespaces", "control-plane", "network-policies", "workloads")
+TEMPLATES = ("namespaces", "control-plane", "dns", "network-policies", "workloads")
 PKI_DIR = "/etc/kubernetes/pki"
 AUTH_CONFIG = "/etc/kubernetes/config/authentication.yaml"
 KUBECONFIG_PATH = f"{PKI_DIR}/kubeconfig"
@@ -82,7 +82,10 @@ PKI_SOURCES: dict[str, PkiSources] = {
         _kubeconfig_source(certs.CONTROLLER_MANAGER),
     ],
     naming.SCHEDULER: [_kubeconfig_source(certs.SCHEDULER)],
+    naming.DNS: [_kubeconfig_source(certs.DNS)],
 }
+# The tenant DNS's requests and limits: CoreDNS with a cache of a few thousand names.
+DNS_RESOURCES = {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"cpu": "500m", "memory": "96Mi"}}
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,8 @@ class TenantInput:
     config: OperatorConfig
     pki_checksum: str = ""
     super_apiserver_ips: tuple[str, ...] = ()
+    # The tenant's block of the Service pool (the reconciler claims it); the pool's first by default.
+    service_range: str = ""
 
 
 class _Context:
@@ -112,6 +117,50 @@ class _Context:
         self.pki_sources = PKI_SOURCES  # by container name
         self.resources = SimpleNamespace(
             **{field: getattr(inp.spec.control_plane.resources, field).wire() for field in ("etcd", "api_server")}
+        )
+
+    @property
+    def service_range(self) -> str:
+        return self.inp.service_range or naming.service_ranges(self.config.service_pool, self.config.service_prefix)[0]
+
+    @property
+    def apiserver_ip(self) -> str:
+        """The API server's ClusterIP in the super cluster, and the tenant's `kubernetes` Service's."""
+        return naming.service_cidr_first_ip(self.service_range)
+
+    @property
+    def dns_ip(self) -> str:
+        return naming.dns_service_ip(self.service_range)
+
+    @property
+    def dns_replicas(self) -> int:
+        """As many as the control plane has: an HA tenant gets an HA DNS."""
+        return self.running_replicas
+
+    @property
+    def dns_resources(self) -> dict[str, Any]:
+        return DNS_RESOURCES
+
+    @property
+    def corefile(self) -> str:
+        """Authoritative for the cluster domain and reverse zones, from the tenant's API server only
+        (its kubeconfig). Other names go upstream (the super cluster's DNS, which only forwards
+        them) only when the tenant may reach the internet; otherwise they are refused."""
+        domain = self.config.cluster_domain
+        upstream = "    forward . /etc/resolv.conf\n    loop\n" if self.spec.workloads.egress.internet else ""
+        return (
+            f".:{naming.DNS_PORT} {{\n"
+            "    errors\n"
+            "    health :8080\n"
+            "    ready :8181\n"
+            f"    kubernetes {domain} in-addr.arpa ip6.arpa {{\n"
+            "        kubeconfig /etc/coredns-kubeconfig/kubeconfig\n"
+            "        pods insecure\n"
+            "        ttl 30\n"
+            "    }\n"
+            f"{upstream}"
+            "    cache 30\n"
+            "}\n"
         )
 
     @property
@@ -147,6 +196,7 @@ class _Context:
             apiserver=f"{registry}/kube-apiserver:{version}",
             controller_manager=f"{registry}/kube-controller-manager:{version}",
             scheduler=f"{registry}/kube-scheduler:{version}",
+            coredns=f"{registry}/coredns/coredns:{COREDNS_VERSION}",
         )
 
     @property
@@ -182,7 +232,7 @@ class _Context:
                 pki_dir=PKI_DIR,
                 etcd_servers=(naming.local_url(naming.ETCD_CLIENT_PORT),),
                 secure_port=naming.APISERVER_PORT,
-                service_cidr=self.config.service_cidr,
+                service_cidr=self.service_range,
                 authentication_config_file=AUTH_CONFIG,
             )
         )
@@ -218,6 +268,16 @@ class _Context:
                 ),
             },
         ]
+
+
+def service_pool(config: OperatorConfig) -> dict[str, Any]:
+    """The super cluster's ServiceCIDR holding every tenant's Service range (shared, not owned)."""
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "ServiceCIDR",
+        "metadata": {"name": naming.SERVICE_POOL, "labels": {naming.LABEL_MANAGED_BY: naming.MANAGED_BY}},
+        "spec": {"cidrs": [config.service_pool]},
+    }
 
 
 def owner_reference(inp: TenantInput) -> dict[str, Any]:

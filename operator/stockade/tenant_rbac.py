@@ -15,6 +15,7 @@ from stockade.model import TenantSpec
 
 ADMINS_BINDING = "stockade:tenant-admins"
 SYNCER_ROLE = "stockade:syncer"
+DNS_ROLE = "stockade:dns"
 NODE_NAME_POLICY = "stockade-virtual-node"
 LABELS = {"app.kubernetes.io/managed-by": "stockade"}
 
@@ -30,8 +31,6 @@ SYNCER_RULES: list[dict[str, Any]] = [
     {"apiGroups": [""], "resources": ["pods/status", "services/status", "persistentvolumeclaims/status"],
      "verbs": ["get", "update", "patch"]},
     {"apiGroups": [""], "resources": ["pods"], "verbs": ["delete"]},
-    # The super ClusterIP is published on tenant Services as an annotation.
-    {"apiGroups": [""], "resources": ["services"], "verbs": ["patch"]},
     {"apiGroups": [""], "resources": ["nodes", "nodes/status"],
      "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
     {"apiGroups": [""], "resources": ["serviceaccounts/token"], "verbs": ["create"]},
@@ -42,6 +41,30 @@ SYNCER_RULES: list[dict[str, Any]] = [
     {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"],
      "verbs": ["get", "create", "update"]},
 ]  # fmt: skip
+
+
+# What the tenant's cluster DNS reads (CoreDNS's kubernetes plugin): nothing else, nothing written.
+DNS_RULES: list[dict[str, Any]] = [
+    {"apiGroups": [""], "resources": ["services", "namespaces"], "verbs": ["list", "watch"]},
+    {"apiGroups": ["discovery.k8s.io"], "resources": ["endpointslices"], "verbs": ["list", "watch"]},
+]
+
+
+def dns_service(dns_ip: str) -> dict[str, Any]:
+    """`kube-system/kube-dns`, as every cluster has it: the address tenant pods resolve with. It has
+    no selector; the super cluster's Service of the same address carries the traffic."""
+    namespace, name = naming.TENANT_DNS_SERVICE
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace,
+                     "labels": {**LABELS, "k8s-app": "kube-dns", "kubernetes.io/name": "CoreDNS"}},
+        "spec": {
+            "clusterIP": dns_ip,
+            "ports": [{"name": "dns", "port": 53, "protocol": "UDP"},
+                      {"name": "dns-tcp", "port": 53, "protocol": "TCP"}],
+        },
+    }  # fmt: skip
 
 
 def node_name_policy(tenant: str) -> list[dict[str, Any]]:
@@ -76,6 +99,17 @@ def node_name_policy(tenant: str) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+def _role_and_binding(role: str, rules: list[dict[str, Any]], user: str) -> list[dict[str, Any]]:
+    return [
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+         "metadata": {"name": role, "labels": LABELS}, "rules": rules},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+         "metadata": {"name": role, "labels": LABELS},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+         "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": user}]},
+    ]  # fmt: skip
+
+
 def objects(spec: TenantSpec) -> list[dict[str, Any]]:
     admins: list[dict[str, str]] = [
         {"kind": "Group", "apiGroup": "rbac.authorization.k8s.io", "name": certs.ADMIN_GROUP}
@@ -94,17 +128,6 @@ def objects(spec: TenantSpec) -> list[dict[str, Any]]:
             },
             "subjects": admins,
         },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRole",
-            "metadata": {"name": SYNCER_ROLE, "labels": LABELS},
-            "rules": SYNCER_RULES,
-        },
-        {
-            "apiVersion": "rbac.authorization.k8s.io/v1",
-            "kind": "ClusterRoleBinding",
-            "metadata": {"name": SYNCER_ROLE, "labels": LABELS},
-            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": SYNCER_ROLE},
-            "subjects": [{"kind": "User", "apiGroup": "rbac.authorization.k8s.io", "name": certs.SYNCER_USER}],
-        },
+        *_role_and_binding(SYNCER_ROLE, SYNCER_RULES, certs.SYNCER_USER),
+        *_role_and_binding(DNS_ROLE, DNS_RULES, certs.DNS_USER),
     ]

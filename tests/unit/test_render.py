@@ -26,7 +26,7 @@ def by_kind(objects: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any
 def control_plane(objects: list[dict[str, Any]]) -> dict[str, Any]:
     """The one pod template of the control plane (a pod per replica)."""
     (statefulset,) = [o for o in objects if o["kind"] == "StatefulSet"]
-    assert not [o for o in objects if o["kind"] == "Deployment"]
+    assert [o["metadata"]["name"] for o in objects if o["kind"] == "Deployment"] == [naming.DNS]
     assert statefulset["metadata"]["name"] == naming.CONTROL_PLANE
     return dict(statefulset["spec"]["template"])
 
@@ -117,7 +117,8 @@ def test_controllers_reach_the_api_server_of_their_own_pod() -> None:
         servers[secret["metadata"]["name"]] = config["clusters"][0]["cluster"]["server"]
     local, service = "https://127.0.0.1:6443", naming.apiserver_url("team-a")
     assert servers == {"controller-manager-kubeconfig": local, "scheduler-kubeconfig": local,
-                       "admin-kubeconfig": service, "syncer-kubeconfig": service}  # fmt: skip
+                       "admin-kubeconfig": service, "syncer-kubeconfig": service,
+                       "dns-kubeconfig": service}  # fmt: skip
 
 
 def test_runtime_class_and_registry_come_from_the_spec() -> None:
@@ -141,7 +142,8 @@ def test_high_availability() -> None:
     assert initial.count(",") == 2  # three members
     assert "etcd-2=https://etcd-2.etcd-peers.stockade-team-a-control-plane.svc:2380" in initial
     pdbs = by_kind(objects, "PodDisruptionBudget")
-    assert list(pdbs) == [naming.CONTROL_PLANE] and pdbs[naming.CONTROL_PLANE]["spec"]["minAvailable"] == 2
+    assert list(pdbs) == [naming.CONTROL_PLANE, naming.DNS] and pdbs[naming.CONTROL_PLANE]["spec"]["minAvailable"] == 2
+    assert by_kind(objects, "Deployment")[naming.DNS]["spec"]["replicas"] == 3  # an HA tenant's DNS is HA too
     assert "--leader-elect=true" in args_of(template, "kube-controller-manager")
     assert "--leader-elect=true" in args_of(template, "kube-scheduler")
     assert not by_kind(rendered(), "PodDisruptionBudget")
@@ -149,7 +151,7 @@ def test_high_availability() -> None:
 
 def test_services_route_to_whole_replicas_and_peers_find_every_member() -> None:
     services = by_kind(rendered(), "Service")
-    assert set(services) == {naming.APISERVER, naming.ETCD_PEERS}
+    assert set(services) == {naming.APISERVER, naming.ETCD_PEERS, naming.DNS}
     assert services[naming.APISERVER]["spec"]["selector"] == {naming.LABEL_REPLICA: "true"}
     # Members of both layouts (an HA tenant migrating keeps its quorum).
     assert services[naming.ETCD_PEERS]["spec"]["selector"] == {naming.LABEL_COMPONENT: "etcd"}
@@ -157,13 +159,13 @@ def test_services_route_to_whole_replicas_and_peers_find_every_member() -> None:
 
 def test_network_policies() -> None:
     closed = by_kind(rendered(), "NetworkPolicy")
-    assert set(closed) == {"default-deny", "control-plane", "same-tenant"}
+    assert set(closed) == {"default-deny", "control-plane", "same-tenant", naming.DNS}
     assert "internet-egress" not in closed
     open_ = by_kind(rendered({"workloads": {"egress": {"internet": True}}}), "NetworkPolicy")
     blocked = open_["internet-egress"]["spec"]["egress"][0]["to"][0]["ipBlock"]["except"]
     assert "169.254.0.0/16" in blocked and "10.1.2.3/32" in blocked and "10.0.0.0/8" in blocked
     api, peers = closed["control-plane"]["spec"]["ingress"]
-    assert api["ports"] == [{"port": 6443}] and len(api["from"]) == 2  # own workloads, the operator
+    assert api["ports"] == [{"port": 6443}] and len(api["from"]) == 3  # own workloads, the operator, its DNS
     assert peers == {"from": [{"podSelector": {"matchLabels": {naming.LABEL_COMPONENT: "etcd"}}}],
                      "ports": [{"port": 2380}]}  # fmt: skip
     # No port of etcd's but the peer port is open to anyone, in or out.
@@ -231,3 +233,43 @@ def _label_maps(node: Any) -> list[dict[str, Any]]:
         for item in node:
             found += _label_maps(item)
     return found
+
+
+def test_the_tenant_service_range_gives_the_api_server_and_dns_their_addresses() -> None:
+    inp = render.TenantInput("team-a", "uid-1", TenantSpec(), OperatorConfig(), service_range="10.112.8.0/22")
+    objects = render.render_tenant(inp)
+    services = by_kind(objects, "Service")
+    assert services[naming.APISERVER]["spec"]["clusterIP"] == "10.112.8.1"  # the tenant's `kubernetes`
+    assert {p["port"] for p in services[naming.APISERVER]["spec"]["ports"]} == {6443, 443}
+    assert services[naming.DNS]["spec"]["clusterIP"] == "10.112.8.10"
+    assert {(p["port"], p["protocol"], p["targetPort"]) for p in services[naming.DNS]["spec"]["ports"]} == {
+        (53, "UDP", naming.DNS_PORT), (53, "TCP", naming.DNS_PORT),
+    }  # fmt: skip
+    assert "--service-cluster-ip-range=10.112.8.0/22" in args_of(control_plane(objects), naming.APISERVER)
+    pool = render.service_pool(OperatorConfig())
+    assert pool["kind"] == "ServiceCIDR" and pool["spec"]["cidrs"] == ["10.112.0.0/12"]
+
+
+def test_the_tenant_dns_is_sandboxed_hardened_and_reads_only_its_tenant() -> None:
+    objects = rendered()
+    dns = by_kind(objects, "Deployment")[naming.DNS]["spec"]["template"]["spec"]
+    assert dns["runtimeClassName"] == "kata" and dns["automountServiceAccountToken"] is False
+    assert dns["securityContext"]["runAsNonRoot"] is True
+    (container,) = dns["containers"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["securityContext"]["capabilities"] == {"drop": ["ALL"]}
+    # Its one secret is the kubeconfig of its own read-only identity, no certificate of any other.
+    (kubeconfig,) = [v for v in dns["volumes"] if "projected" in v]
+    assert [s["secret"]["name"] for s in kubeconfig["projected"]["sources"]] == ["dns-kubeconfig"]
+    corefile = by_kind(objects, "ConfigMap")[naming.DNS]["data"]["Corefile"]
+    assert "kubernetes cluster.local in-addr.arpa ip6.arpa {" in corefile
+    assert "fallthrough" not in corefile  # no cluster name or address is ever asked upstream
+    assert "forward" not in corefile  # no internet egress: no other name resolves either
+    assert "forward . /etc/resolv.conf" in by_kind(rendered({"workloads": {"egress": {"internet": True}}}),
+                                                   "ConfigMap")[naming.DNS]["data"]["Corefile"]  # fmt: skip
+    policy = by_kind(objects, "NetworkPolicy")[naming.DNS]["spec"]
+    (ingress,) = policy["ingress"]
+    assert ingress["from"] == [{"namespaceSelector": {"matchLabels": {
+        "kubernetes.io/metadata.name": naming.workloads_namespace("team-a")}}}]  # fmt: skip
+    suspended = by_kind(rendered({"suspended": True}), "Deployment")[naming.DNS]
+    assert suspended["spec"]["replicas"] == 0

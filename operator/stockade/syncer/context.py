@@ -65,7 +65,10 @@ class TenantContext:
     # The Tenant's own placement (superuser-set): the only nodeSelector and tolerations super pods get.
     node_selector: Mapping[str, str] = field(default_factory=dict)
     tolerations: tuple[Mapping[str, Any], ...] = ()
-    # The tenant's cluster DNS servers (none yet: tenant pods never query the super cluster's DNS).
+    # The tenant's Service range (its block of the pool): a tenant Service keeps its ClusterIP in
+    # the super cluster, and only an address of this range is ever asked for there.
+    service_range: str = ""
+    # The tenant's cluster DNS servers (never the super cluster's).
     dns_servers: tuple[str, ...] = ()
     cluster_domain: str = "cluster.local"
     netgate: NetGate | None = None

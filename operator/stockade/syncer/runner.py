@@ -13,6 +13,7 @@ import yaml
 
 from stockade import certificates as certs
 from stockade import naming
+from stockade.config import OperatorConfig
 from stockade.kube import Credentials, KubeClient
 from stockade.model import TenantSpec
 from stockade.syncer.context import NetGate, TenantContext, parse_bytes
@@ -69,9 +70,12 @@ def tenant_context(
     *,
     apiserver_port: int = naming.APISERVER_PORT,
     netgate: NetGate | None = None,
+    service_range: str = "",
 ) -> TenantContext:
     workloads = spec.workloads
     return TenantContext(
+        service_range=service_range,
+        dns_servers=(naming.dns_service_ip(service_range),) if service_range else (),
         tenant=name,
         runtime_class=spec.runtime_classes(runtime_class)[1],
         pod_security=workloads.pod_security.value,
@@ -111,12 +115,15 @@ async def run_tenant_syncer(
     *,
     tenant_server: str | None = None,
     netgate_image: str | None = None,
+    service_prefix: int = OperatorConfig.service_prefix,
 ) -> None:
     """Runs until cancelled (kopf stops the daemon when the Tenant is no longer Ready).
 
     `tenant_server` overrides where the tenant API server is reached (by default its Service
     ClusterIP, like the reconciler: no cluster DNS needed); tests point it at a local process.
     With `netgate_image`, every super pod starts behind the network gate (see `translate.NetGate`).
+    The API server's ClusterIP is the first address of the tenant's Service range, a block of
+    `service_prefix` bits (the operator's configuration).
     """
     name = tenant["metadata"]["name"]
     spec = TenantSpec.model_validate(tenant.get("spec") or {})
@@ -136,7 +143,15 @@ async def run_tenant_syncer(
         tenant_api = f"{cluster_ip}:{naming.APISERVER_PORT}"
         netgate = NetGate(netgate_image, deny=(await super_api_address(super_kube),), allow=(tenant_api,))
     syncer = TenantSyncer(
-        tenant_context(name, spec, runtime_class, cluster_ip, netgate=netgate),
+        tenant_context(
+            name,
+            spec,
+            runtime_class,
+            cluster_ip,
+            apiserver_port=naming.KUBERNETES_SERVICE_PORT,
+            netgate=netgate,
+            service_range=naming.service_range_of(cluster_ip, service_prefix),
+        ),
         super_kube,
         tenant_kube,
         credentials.ca_pem,

@@ -9,8 +9,9 @@ from stockade.syncer.context import TenantContext
 
 def tenant_context(**overrides: Any) -> TenantContext:
     values: dict[str, Any] = {
-        "tenant": "t", "runtime_class": "kata", "pod_security": "restricted", "apiserver_host": "10.96.0.10",
-        "apiserver_port": 6443, "default_requests": {}, "default_limits": {}, "virtual_node": "stockade-t",
+        "tenant": "t", "runtime_class": "kata", "pod_security": "restricted", "apiserver_host": "10.112.4.1",
+        "apiserver_port": 443, "service_range": "10.112.4.0/22", "dns_servers": ("10.112.4.10",),
+        "default_requests": {}, "default_limits": {}, "virtual_node": "stockade-t",
     }  # fmt: skip
     return TenantContext(**{**values, **overrides})
 

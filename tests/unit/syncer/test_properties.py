@@ -163,13 +163,13 @@ service_objects = st.fixed_dictionaries(
 @settings(max_examples=300, deadline=None)
 @given(service_objects)
 def test_a_service_the_syncer_would_create_opens_nothing_on_the_nodes(service: dict[str, Any]) -> None:
-    if services.service_refusal(service) is not None:
+    if services.service_refusal(service, "10.112.4.0/22") is not None:
         return
     out = services.translate_service(service, CTX)
     _only_own_keys(out["metadata"])
     assert out["spec"]["type"] == "ClusterIP"
-    assert set(out["spec"]) <= {"type", "ports", "selector", "sessionAffinity", "publishNotReadyAddresses",
-                                "ipFamilyPolicy"}  # fmt: skip
+    assert set(out["spec"]) <= {"type", "clusterIP", "ports", "selector", "sessionAffinity", "sessionAffinityConfig",
+                                "publishNotReadyAddresses", "ipFamilyPolicy", "internalTrafficPolicy"}  # fmt: skip
     assert not any("nodePort" in port for port in out["spec"]["ports"])
     for key in out["spec"].get("selector") or {}:
         assert key.startswith(OWN_KEYS)

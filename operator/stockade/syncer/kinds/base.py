@@ -220,6 +220,11 @@ class Kind:
     def translate(self, obj: Mapping[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
 
+    def replaced(self, desired: Mapping[str, Any], shadow: Mapping[str, Any]) -> bool:
+        """Whether the shadow differs from `desired` in a field that cannot change: it is deleted,
+        and the next pass creates it anew."""
+        return False
+
     async def cleanup(self, key: Key, obj: Mapping[str, Any] | None) -> None:
         """Runs first on every pass: tenant-side records of this kind that outlive their object."""
 
@@ -252,6 +257,9 @@ class Kind:
             await s.tell_once(obj, REJECTED_REASON, f"not synced to the super cluster: {refusal}")
             return
         desired = self.translate(obj)
+        if own is not None and self.replaced(desired, own):
+            await s.delete_super(self.kind, own)
+            return
         if shadow is None or not subset({k: v for k, v in desired.items() if k not in ("apiVersion", "kind")}, shadow):
             try:
                 await s.super.apply(desired)  # SyncToHost, or Sync when the shadow drifted

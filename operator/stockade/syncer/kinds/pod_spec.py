@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import copy
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from stockade import naming
@@ -258,8 +258,42 @@ def dependencies(pod: Mapping[str, Any]) -> list[tuple[str, str]]:
     return list(dict.fromkeys(found))
 
 
-def translate_pod(pod: Mapping[str, Any], ctx: TenantContext, token_secret: str | None) -> dict[str, Any]:
-    """The super pod for a tenant pod (which must already have passed `pod_refusal`)."""
+def service_env(services: Iterable[Mapping[str, Any]]) -> list[dict[str, str]]:
+    """The variables the kubelet gives a container for each Service it sees (`WEB_SERVICE_HOST`,
+    `WEB_PORT_80_TCP`…), the way the kubelet writes them; headless Services give none."""
+    env: list[dict[str, str]] = []
+    for service in sorted(services, key=lambda svc: str(svc["metadata"]["name"])):
+        spec = service.get("spec") or {}
+        ip, ports = spec.get("clusterIP"), spec.get("ports") or []
+        if not ip or ip == "None" or not ports:
+            continue
+        prefix = service["metadata"]["name"].upper().replace("-", "_")
+        first = ports[0]
+        values = {f"{prefix}_SERVICE_HOST": ip, f"{prefix}_SERVICE_PORT": str(first["port"])}
+        for port in ports:
+            if port.get("name"):
+                values[f"{prefix}_SERVICE_PORT_{port['name'].upper().replace('-', '_')}"] = str(port["port"])
+        values[f"{prefix}_PORT"] = f"{first.get('protocol', 'TCP').lower()}://{ip}:{first['port']}"
+        for port in ports:
+            protocol = port.get("protocol", "TCP")
+            link = f"{prefix}_PORT_{port['port']}_{protocol.upper()}"
+            values[link] = f"{protocol.lower()}://{ip}:{port['port']}"
+            values[f"{link}_PROTO"] = protocol.lower()
+            values[f"{link}_PORT"] = str(port["port"])
+            values[f"{link}_ADDR"] = ip
+        env += [{"name": name, "value": value} for name, value in values.items()]
+    return env
+
+
+def translate_pod(
+    pod: Mapping[str, Any],
+    ctx: TenantContext,
+    token_secret: str | None,
+    services: Iterable[Mapping[str, Any]] = (),
+) -> dict[str, Any]:
+    """The super pod for a tenant pod (which must already have passed `pod_refusal`). `services`
+    are the tenant Services of the pod's namespace: their variables are the tenant's, as its own
+    kubelet would give them (the super pod's own Service links are off)."""
     namespace = pod["metadata"]["namespace"]
     spec = copy.deepcopy(dict(pod["spec"]))
 
@@ -292,6 +326,8 @@ def translate_pod(pod: Mapping[str, Any], ctx: TenantContext, token_secret: str 
     if dns_config is not None:
         spec["dnsConfig"] = dns_config
     spec["runtimeClassName"] = ctx.runtime_class
+    # The super pod has another name: the containers keep the tenant pod's (the kubelet's rule).
+    spec["hostname"] = spec.get("hostname") or pod["metadata"]["name"][:63].rstrip("-.")
     spec["automountServiceAccountToken"] = False  # no super-cluster credential in a tenant pod
     spec["enableServiceLinks"] = False  # the super cluster's Services stay invisible
     spec["serviceAccountName"] = ref(pod["spec"].get("serviceAccountName") or "default")
@@ -341,16 +377,18 @@ def translate_pod(pod: Mapping[str, Any], ctx: TenantContext, token_secret: str 
         volumes.append(volume)
     spec["volumes"] = volumes
 
-    api_env = [
-        {"name": "KUBERNETES_SERVICE_HOST", "value": ctx.apiserver_host},
-        {"name": "KUBERNETES_SERVICE_PORT", "value": str(ctx.apiserver_port)},
-        {"name": "KUBERNETES_SERVICE_PORT_HTTPS", "value": str(ctx.apiserver_port)},
-    ]
+    kubernetes = {
+        "metadata": {"name": "kubernetes"},
+        "spec": {"clusterIP": ctx.apiserver_host, "ports": [{"name": "https", "port": ctx.apiserver_port}]},
+    }
+    linked = list(services) if pod["spec"].get("enableServiceLinks", True) else []
+    links = service_env([kubernetes, *(svc for svc in linked if svc["metadata"]["name"] != "kubernetes")])
     for kind in ("initContainers", "containers"):
         containers = []
         for container in spec.get(kind) or []:
             container = copy.deepcopy(container)
             env = [e for e in container.get("env") or [] if not e["name"].startswith("KUBERNETES_SERVICE_")]
+            own = {e["name"] for e in env}
             for var in env:
                 source = var.get("valueFrom") or {}
                 if "configMapKeyRef" in source:
@@ -364,7 +402,9 @@ def translate_pod(pod: Mapping[str, Any], ctx: TenantContext, token_secret: str 
                         var["value"] = fixed
                     else:
                         _rewrite_field_ref(source["fieldRef"])
-            container["env"] = env + api_env
+            # Service variables first, so the container's own may refer to them ($(WEB_SERVICE_HOST))
+            # and override them, as with the kubelet.
+            container["env"] = [e for e in links if e["name"] not in own] + env
             for env_from in container.get("envFrom") or []:
                 for key in ("configMapRef", "secretRef"):
                     if key in env_from:

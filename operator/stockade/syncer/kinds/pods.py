@@ -105,7 +105,10 @@ class Pods(Kind):
         for kind, name in pod_spec.dependencies(pod):
             await s.first(kind, (pod["metadata"]["namespace"], name))
         wants_token = pod_spec.wants_token(pod)
-        shadow = pod_spec.translate_pod(pod, s.ctx, pod_spec.token_secret_name(pod) if wants_token else None)
+        namespace = pod["metadata"]["namespace"]
+        services = [svc for (ns, _), svc in s.tenant_caches["Service"].cache.items() if ns == namespace]
+        token = pod_spec.token_secret_name(pod) if wants_token else None
+        shadow = pod_spec.translate_pod(pod, s.ctx, token, services)
         # The token is bound to the tenant pod, not the super one: minted while the super pod is
         # created (one round trip less per pod), and stored only once the super pod exists.
         minting = asyncio.ensure_future(self._mint_token(pod)) if wants_token else None

@@ -1,14 +1,17 @@
 """Services and the Endpoints of selector-less Services: ClusterIP only, pointing only at the
-tenant's own pods; the super ClusterIP is published on the tenant Service."""
+tenant's own pods. A tenant Service has the same ClusterIP in the super cluster (the tenant's
+Service range is its block of the super cluster's pool), so the super cluster's Service proxy
+routes the address the tenant sees."""
 
 from __future__ import annotations
 
 import copy
+import ipaddress
 from collections.abc import Mapping
 from typing import Any
 
 from stockade import naming
-from stockade.naming import ANNOTATION_SUPER_CLUSTER_IP, LABEL_NAMESPACE
+from stockade.naming import LABEL_NAMESPACE
 from stockade.syncer import metrics
 from stockade.syncer.context import TenantContext
 from stockade.syncer.kinds import base
@@ -16,12 +19,26 @@ from stockade.syncer.kinds.base import Kind
 from stockade.syncer.translate import carried_label, super_metadata
 
 
-def service_refusal(service: Mapping[str, Any]) -> str | None:
+def cluster_ips(service: Mapping[str, Any]) -> list[str]:
+    """The Service's ClusterIPs (none for a headless Service)."""
+    spec = service.get("spec") or {}
+    ips = spec.get("clusterIPs") or ([spec["clusterIP"]] if spec.get("clusterIP") else [])
+    return [ip for ip in ips if ip != "None"]
+
+
+def service_refusal(service: Mapping[str, Any], service_range: str) -> str | None:
     spec = service.get("spec") or {}
     if spec.get("externalIPs"):
         return "spec.externalIPs: not allowed (CVE-2020-8554)"
     if spec.get("type") in ("NodePort", "LoadBalancer"):
         return f"spec.type: {spec['type']} services would open ports on the super cluster's nodes; use ClusterIP"
+    network = ipaddress.ip_network(service_range)
+    for ip in cluster_ips(service):
+        if ipaddress.ip_address(ip) not in network:
+            return (
+                f"spec.clusterIP: {ip} is outside this cluster's Service range {service_range} "
+                "(a Service created before the range was assigned): delete and re-create it"
+            )
     return None
 
 
@@ -40,6 +57,8 @@ def translate_service(obj: Mapping[str, Any], ctx: TenantContext) -> dict[str, A
     spec = obj["spec"]
     out_spec: dict[str, Any] = {
         "type": "ClusterIP",
+        # The same address as in the tenant (headless stays headless): see `service_refusal`.
+        "clusterIP": spec.get("clusterIP") or "None",
         "ports": [{k: v for k, v in p.items() if k != "nodePort"} for p in spec.get("ports") or []],
     }
     if spec.get("selector"):
@@ -48,7 +67,13 @@ def translate_service(obj: Mapping[str, Any], ctx: TenantContext) -> dict[str, A
             LABEL_NAMESPACE: obj["metadata"]["namespace"],
             naming.LABEL_TENANT: ctx.tenant,
         }
-    for key in ("sessionAffinity", "publishNotReadyAddresses", "ipFamilyPolicy"):
+    for key in (
+        "sessionAffinity",
+        "sessionAffinityConfig",
+        "publishNotReadyAddresses",
+        "ipFamilyPolicy",
+        "internalTrafficPolicy",
+    ):
         if key in spec:
             out_spec[key] = spec[key]
     return {"apiVersion": "v1", "kind": "Service", "metadata": super_metadata(obj, ctx), "spec": out_spec}
@@ -77,25 +102,22 @@ class Services(Kind):
         return super().mirrored(obj) and not _is_api_service(obj) and obj["spec"].get("type") != "ExternalName"
 
     def refusal(self, obj: Mapping[str, Any]) -> str | None:
-        return service_refusal(obj)
+        return service_refusal(obj, self.sides.ctx.service_range)
 
     def translate(self, obj: Mapping[str, Any]) -> dict[str, Any]:
         return translate_service(obj, self.sides.ctx)
 
+    def replaced(self, desired: Mapping[str, Any], shadow: Mapping[str, Any]) -> bool:
+        """A super Service of another address (made before the tenant had its range) is re-created:
+        a ClusterIP cannot change."""
+        return bool(desired["spec"]["clusterIP"] != (shadow.get("spec") or {}).get("clusterIP"))
+
     async def up(self, obj: Mapping[str, Any], shadow: Mapping[str, Any]) -> None:
-        tenant_api = self.sides.tenant_api
         meta = obj["metadata"]
-        # The tenant Service keeps its own (immutable) ClusterIP; the one that carries traffic in the
-        # super cluster is published on it as an annotation (a tenant DNS will answer with it).
-        cluster_ip = (shadow.get("spec") or {}).get("clusterIP")
-        annotations = meta.get("annotations") or {}
-        if cluster_ip and annotations.get(ANNOTATION_SUPER_CLUSTER_IP) != cluster_ip:
-            patch = {"metadata": {"annotations": {ANNOTATION_SUPER_CLUSTER_IP: cluster_ip}}}
-            await tenant_api.patch_merge("v1", self.kind, meta["name"], patch, meta["namespace"])
         status = {"loadBalancer": (shadow.get("status") or {}).get("loadBalancer") or {}}
         if base.subset(status, obj.get("status") or {}) or status == {"loadBalancer": {}}:
             return
-        await tenant_api.patch_merge(
+        await self.sides.tenant_api.patch_merge(
             "v1", self.kind, meta["name"], {"status": status}, meta["namespace"], subresource="status"
         )
         metrics.SYNCED.labels(self.sides.tenant, self.kind, "up").inc()

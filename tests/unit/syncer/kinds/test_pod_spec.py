@@ -52,7 +52,7 @@ def test_pod_translation_forces_the_sandbox_and_hides_the_super_cluster() -> Non
         "requests": {"cpu": "2", "memory": "128Mi"},
     }
     env = {e["name"]: e for e in container["env"]}
-    assert env["KUBERNETES_SERVICE_HOST"]["value"] == "10.96.0.10"
+    assert env["KUBERNETES_SERVICE_HOST"]["value"] == "10.112.4.1"
     assert env["X"]["valueFrom"]["configMapKeyRef"]["name"] == tr.super_name("ns", "cm")
     assert env["ME"] == {"name": "ME", "value": "ns"}  # the tenant's namespace, fixed for the pod's life
     assert container["envFrom"][0]["secretRef"]["name"] == tr.super_name("ns", "s")
@@ -157,7 +157,9 @@ def test_tenant_pods_never_get_the_super_clusters_dns() -> None:
     s = pod_spec.translate_pod(pod(), CTX, None)["spec"]
     assert s["dnsPolicy"] == "None"
     assert s["dnsConfig"]["searches"] == ["ns.svc.cluster.local", "svc.cluster.local", "cluster.local"]
-    assert s["dnsConfig"]["nameservers"] == [pod_spec.NO_NAMESERVER]
+    assert s["dnsConfig"]["nameservers"] == ["10.112.4.10"]  # the tenant's own DNS
+    no_dns = context.TenantContext(**{**CTX.__dict__, "dns_servers": ()})
+    assert pod_spec.translate_pod(pod(), no_dns, None)["spec"]["dnsConfig"]["nameservers"] == [pod_spec.NO_NAMESERVER]
     assert {"name": "ndots", "value": "5"} in s["dnsConfig"]["options"]
     own = {"nameservers": ["192.0.2.53"], "searches": ["corp"]}
     custom = pod_spec.translate_pod(pod({"containers": [], "dnsPolicy": "None", "dnsConfig": own}), CTX, None)["spec"]
@@ -237,3 +239,52 @@ def test_dependencies_are_everything_the_pod_names_in_its_namespace() -> None:
         ("ConfigMap", "extra"), ("Secret", "keys"), ("ConfigMap", "env"), ("Secret", "settings"),
     ]  # fmt: skip
     assert pod_spec.dependencies(pod()) == [("ServiceAccount", "default")]
+
+
+def test_service_variables_are_the_tenants_as_its_kubelet_would_write_them() -> None:
+    web = {
+        "metadata": {"name": "web-app"},
+        "spec": {
+            "clusterIP": "10.112.4.20",
+            "ports": [
+                {"name": "http", "port": 80, "protocol": "TCP"},
+                {"name": "dns-udp", "port": 53, "protocol": "UDP"},
+            ],
+        },
+    }
+    headless = {"metadata": {"name": "db"}, "spec": {"clusterIP": "None", "ports": [{"port": 5432}]}}
+    spec = {
+        "containers": [
+            {
+                "name": "c",
+                "image": "i",
+                "env": [
+                    {"name": "URL", "value": "http://$(WEB_APP_SERVICE_HOST)"},
+                    {"name": "WEB_APP_SERVICE_PORT", "value": "8"},
+                ],
+            }
+        ]
+    }
+    env = pod_spec.translate_pod(pod(spec), CTX, None, [web, headless])["spec"]["containers"][0]["env"]
+    values = {e["name"]: e["value"] for e in env}
+    assert values["WEB_APP_SERVICE_HOST"] == "10.112.4.20"
+    assert values["WEB_APP_SERVICE_PORT"] == "8"  # the container's own wins
+    assert values["WEB_APP_SERVICE_PORT_HTTP"] == "80" and values["WEB_APP_SERVICE_PORT_DNS_UDP"] == "53"
+    assert values["WEB_APP_PORT"] == "tcp://10.112.4.20:80"
+    assert (
+        values["WEB_APP_PORT_53_UDP"] == "udp://10.112.4.20:53" and values["WEB_APP_PORT_53_UDP_ADDR"] == "10.112.4.20"
+    )
+    assert values["KUBERNETES_SERVICE_HOST"] == "10.112.4.1" and values["KUBERNETES_PORT"] == "tcp://10.112.4.1:443"
+    assert not [n for n in values if n.startswith("DB_")]  # headless: no variables
+    names = [e["name"] for e in env]
+    assert names.index("WEB_APP_SERVICE_HOST") < names.index("URL")  # defined before it refers to them
+    unlinked = pod_spec.translate_pod(pod({**spec, "enableServiceLinks": False}), CTX, None, [web])
+    assert not [e for e in unlinked["spec"]["containers"][0]["env"] if e["name"].startswith("WEB_APP_SERVICE_HOST")]
+
+
+def test_containers_keep_the_tenant_pods_hostname() -> None:
+    assert pod_spec.translate_pod(pod(), CTX, None)["spec"]["hostname"] == "p"
+    spec = {"containers": [], "hostname": "db-0", "subdomain": "db"}
+    out = pod_spec.translate_pod(pod(spec), CTX, None)["spec"]
+    assert (out["hostname"], out["subdomain"]) == ("db-0", "db")
+    assert pod_spec.translate_pod(pod(name="a" * 62 + "-b" * 5), CTX, None)["spec"]["hostname"] == "a" * 62
