@@ -106,14 +106,15 @@ async def resync(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     await _reconcile(body, memo)
 
 
-@kopf.on.event(
-    "apps", "v1", "statefulsets",
-    labels={naming.LABEL_ROLE: naming.ROLE_CONTROL_PLANE, naming.LABEL_MANAGED_BY: naming.MANAGED_BY},
-)  # fmt: skip
+CONTROL_PLANE_LABELS = {naming.LABEL_ROLE: naming.ROLE_CONTROL_PLANE, naming.LABEL_MANAGED_BY: naming.MANAGED_BY}
+
+
+@kopf.on.event("apps", "v1", "statefulsets", labels=CONTROL_PLANE_LABELS)
+@kopf.on.event("apps", "v1", "deployments", labels=CONTROL_PLANE_LABELS)
 async def control_plane_changed(event: kopf.RawEvent, memo: kopf.Memo, **_: Any) -> None:
-    """A control-plane StatefulSet changed (its pods became ready, or not): reconcile its Tenant
-    now, so readiness is seen at once instead of at the next resync tick. Stateless: nothing is
-    written on the StatefulSet."""
+    """A tenant's control-plane StatefulSet or DNS Deployment changed (its pods became ready, or
+    not): reconcile its Tenant now, so readiness is seen at once instead of at the next resync
+    tick. Stateless: nothing is written on the workload."""
     if event["type"] not in ("ADDED", "MODIFIED"):
         return
     if tenant := owning_tenant(event["object"]):

@@ -54,6 +54,8 @@ PRUNABLE_KINDS = (
 
 # Blocks of the Service pool tried after a refused claim before the pass fails (and is retried).
 SERVICE_RANGE_ATTEMPTS = 16
+# How long a new pool ServiceCIDR may take to become Ready (polls of 0.5 s).
+POOL_READY_POLLS = 40
 
 # Posts an Event on the Tenant: (type "Normal"/"Warning", reason, message).
 EventSink = Callable[[str, str, str], Awaitable[None]]
@@ -92,6 +94,7 @@ class TenantReconciler:
         self.config = config
         self._tenant_client = tenant_client
         self._locks: dict[str, asyncio.Lock] = {}
+        self._pool_ready = False
 
     def lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())
@@ -200,7 +203,7 @@ class TenantReconciler:
         address once the control plane has rolled.
         """
         cfg = self.config
-        await self.kube.apply(render.service_pool(cfg))
+        await self._ensure_service_pool()
         namespace = naming.control_plane_namespace(inp.name)
         pool = ipaddress.ip_network(cfg.service_pool)
         current = await self.kube.get_or_none("v1", "Service", naming.APISERVER, namespace)
@@ -231,7 +234,7 @@ class TenantReconciler:
                 await self.kube.apply(service)
             except ApiError as error:
                 # Another tenant's claim, or a super-cluster Service the allocator placed there.
-                if error.status != 422 or tried >= SERVICE_RANGE_ATTEMPTS:
+                if error.status != 422 or "already allocated" not in str(error.body) or tried >= SERVICE_RANGE_ATTEMPTS:
                     raise
                 tried += 1
                 continue
@@ -240,6 +243,27 @@ class TenantReconciler:
         raise RuntimeError(
             f"no free Service range of /{cfg.service_prefix} left in the pool {cfg.service_pool} "
             f"({len(taken)} taken): widen STOCKADE_TENANT_SERVICE_POOL or lengthen STOCKADE_TENANT_SERVICE_PREFIX"
+        )
+
+    async def _ensure_service_pool(self) -> None:
+        """The pool's ServiceCIDR, applied on every pass (an unchanged apply writes nothing) and
+        waited for once per operator process: the super cluster allocates from a new one only a
+        moment after it is created."""
+        pool = render.service_pool(self.config)
+        await self.kube.apply(pool)
+        if self._pool_ready:
+            return
+        conditions: list[Any] = []
+        for _ in range(POOL_READY_POLLS):
+            obj = await self.kube.get(pool["apiVersion"], pool["kind"], pool["metadata"]["name"])
+            conditions = (obj.get("status") or {}).get("conditions") or []
+            if any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions):
+                self._pool_ready = True
+                return
+            await asyncio.sleep(0.5)
+        raise RuntimeError(
+            f"ServiceCIDR {naming.SERVICE_POOL} ({self.config.service_pool}) is not Ready after "
+            f"{POOL_READY_POLLS * 0.5:.0f} s: {conditions}"
         )
 
     # -- versions --------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from stockade.syncer import translate as tr
 from stockade.syncer.kinds import base, pod_spec
 from stockade_dev.localcluster import registry
 from stockade_dev.localcluster.cluster import LICENSED_IMAGE, WORKLOAD_IMAGE
-from stockade_dev.localcluster.node import DNS_SERVICE_IP, NODE_NAME
+from stockade_dev.localcluster.node import DNS_SERVICE_IP, FENCE_TABLE, NODE_NAME
 from stockade_dev.testbed.binaries import pinned_versions
 from stockade_dev.testbed.kubectl import Kubectl, KubectlError
 from tests.e2e.conftest import METADATA_IP, RUNTIME_CLASS, Decoy, Operator, Tenant, create_tenant
@@ -486,3 +486,61 @@ def test_forwarded_events_carry_nothing_of_the_super_cluster(mallory: Tenant, su
     assert any(WORKLOAD_IMAGE in e["message"] for e in events if e["reason"] == "Pulled") or any(
         e["reason"] == "Started" for e in events
     ), events
+
+
+# -- 10. nothing leaves the machine ----------------------------------------------------------------
+
+OUTSIDE_NETNS = "stk-e2e-outside"
+OUTSIDE_IP = "198.51.100.1"  # TEST-NET-2, here only inside the namespace below
+
+
+def fence_drops() -> int:
+    """Packets the local cluster's egress fence has dropped so far."""
+    family, table = FENCE_TABLE
+    rules = json.loads(subprocess.run(["nft", "-j", "list", "table", family, table], capture_output=True,
+                                      text=True, check=True).stdout)["nftables"]  # fmt: skip
+    return sum(e["counter"]["packets"] for r in rules if "rule" in r for e in r["rule"]["expr"] if "counter" in e)
+
+
+@pytest.fixture
+def outside() -> Iterator[str]:
+    """An address that is not the cluster's nor this host's, routed like the internet: through a
+    veth into a network namespace of this test, where a server answers. If a pod's packet got past
+    the fence, it would arrive there — and still not leave the machine."""
+    ip = ["ip"]
+    subprocess.run([*ip, "netns", "add", OUTSIDE_NETNS], check=True)
+    inside = [*ip, "netns", "exec", OUTSIDE_NETNS]
+    server = None
+    try:
+        subprocess.run([*ip, "link", "add", "stk-out0", "type", "veth", "peer", "name", "stk-out1", "netns",
+                        OUTSIDE_NETNS], check=True)  # fmt: skip
+        subprocess.run([*ip, "addr", "add", "198.51.100.254/24", "dev", "stk-out0"], check=True)
+        subprocess.run([*ip, "link", "set", "stk-out0", "up"], check=True)
+        for command in (
+            ["addr", "add", f"{OUTSIDE_IP}/24", "dev", "stk-out1"],
+            ["link", "set", "stk-out1", "up"],
+            ["link", "set", "lo", "up"],
+            ["route", "add", "default", "via", "198.51.100.254"],
+        ):
+            subprocess.run([*inside, "ip", *command], check=True)  # fmt: skip
+        server = subprocess.Popen([*inside, "busybox", "nc", "-ll", "-p", "8080", "-e", "echo", "outside"])
+        time.sleep(0.5)
+        yield OUTSIDE_IP
+    finally:
+        if server is not None:
+            server.kill()
+            server.wait(timeout=10)
+        subprocess.run([*ip, "netns", "delete", OUTSIDE_NETNS], check=False)
+
+
+def test_no_pod_sends_a_packet_off_the_machine(control: Kubectl, outside: str) -> None:
+    # Positive control: the host itself reaches the outside address.
+    answer = subprocess.run(["busybox", "nc", "-w", "3", outside, "8080"], capture_output=True, text=True,
+                            stdin=subprocess.DEVNULL, timeout=10)  # fmt: skip
+    assert answer.stdout.strip() == "outside", answer
+    before = fence_drops()
+    # An unwalled pod (no NetworkPolicy at all) tries it, and a tenant ClusterIP no Service has.
+    probes = {"outside": f"{outside}:8080", "unrouted-cluster-ip": "10.127.255.200:80"}
+    output = control_pod(control, "leak", f"{{ {probe_lines(probes)}; }} > /dev/termination-log")
+    assert results_of(output) == {"outside": "closed", "unrouted-cluster-ip": "closed"}, output
+    assert fence_drops() > before  # closed by the fence itself, not by chance

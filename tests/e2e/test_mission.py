@@ -20,11 +20,13 @@ from stockade.syncer.kinds.base import REJECTED_REASON
 from stockade.syncer.runner import WORKLOAD_SYNC_READY
 from stockade_dev.testbed.binaries import pinned_versions
 from stockade_dev.testbed.kubectl import Kubectl, KubectlError
-from tests.e2e.conftest import Decoy, Operator, Tenant, create_tenant
+from tests.e2e.conftest import RUNTIME_CLASS, Decoy, Operator, Tenant, create_tenant
 from tests.e2e.workloads import (
     APP_NAMESPACE,
+    WEB,
     apply,
     assert_sandboxed,
+    container,
     finished,
     pod,
     pods,
@@ -65,7 +67,7 @@ def beta(stockade: Operator, super_kubectl: Kubectl, folder: Path) -> Iterator[T
 def test_tenant_becomes_ready_with_its_control_plane_in_sandboxed_pods(alpha: Tenant, super_kubectl: Kubectl) -> None:
     obj = alpha.wait_ready()
     assert obj["status"]["phase"] == "Ready" and obj["status"]["version"] == PREVIOUS
-    items = running(pods(super_kubectl, alpha.control_plane_namespace))
+    items = running(pods(super_kubectl, alpha.control_plane_namespace, f"{naming.LABEL_REPLICA}=true"))
     # One sandbox per replica: every component a container of the one pod.
     assert [p["metadata"]["name"] for p in items] == ["etcd-0"]
     assert [c["name"] for c in items[0]["spec"]["initContainers"] + items[0]["spec"]["containers"]] == [
@@ -220,6 +222,136 @@ def test_tenants_cannot_reach_each_other_nor_the_super_cluster(
     }, output
 
 
+# -- a real cluster: Services that route, the tenant's own DNS -------------------------------------
+
+# A Deployment and its Service as in the Kubernetes documentation, by a named target port.
+APP = {
+    "apiVersion": "apps/v1",
+    "kind": "Deployment",
+    "metadata": {"name": "app", "namespace": APP_NAMESPACE},
+    "spec": {
+        "replicas": 2,
+        "selector": {"matchLabels": {"app": "app"}},
+        "template": {
+            "metadata": {"labels": {"app": "app"}},
+            "spec": {"containers": [container(WEB, ports=[{"name": "http", "containerPort": 8080}])]},
+        },
+    },
+}
+APP_SERVICE = {
+    "apiVersion": "v1",
+    "kind": "Service",
+    "metadata": {"name": "app", "namespace": APP_NAMESPACE},
+    "spec": {"selector": {"app": "app"}, "ports": [{"name": "web", "port": 80, "targetPort": "http"}]},
+}
+# A shell function: the last line of an HTTP answer from $1:$2 (path $3), empty if none.
+GET = 'get() { printf \'GET /%s HTTP/1.0\\r\\n\\r\\n\' "$3" | timeout 5 nc "$1" "$2" 2>/dev/null | tail -n 1; }'
+
+
+def wait_resolves(name: str, server: str = "") -> str:
+    """Shell: until `name` resolves (NetworkPolicy is programmed a moment after a pod starts)."""
+    return f"for i in $(seq 30); do nslookup {name} {server} >/dev/null 2>&1 && break; sleep 1; done"
+
+
+def run_probe(tenant: Tenant, name: str, script: str) -> dict[str, str]:
+    apply(tenant.kubectl, pod(name, f"{{ {script}; }} > /dev/termination-log"))
+    done = finished(tenant.kubectl, name, timeout=240)
+    return dict(line.split("=", 1) for line in termination_message(done).splitlines() if "=" in line)
+
+
+def test_an_app_is_reached_by_service_name_short_name_and_cluster_ip(alpha: Tenant) -> None:
+    apply(alpha.kubectl, APP, APP_SERVICE)
+    eventually(lambda: len(running(pods(alpha.kubectl, APP_NAMESPACE, "app=app"))) == 2, timeout=240, interval=2,
+               what="2 app pods Running")  # fmt: skip
+    ip = alpha.kubectl.json("get", "service", "app", "-n", APP_NAMESPACE)["spec"]["clusterIP"]
+    # The Endpoints the tenant sees are its pods (their real addresses: the super pods').
+    pod_ips = {p["status"]["podIP"] for p in running(pods(alpha.kubectl, APP_NAMESPACE, "app=app"))}
+    endpoints = alpha.kubectl.json("get", "endpoints", "app", "-n", APP_NAMESPACE)
+    assert {a["ip"] for s in endpoints["subsets"] for a in s["addresses"]} == pod_ips
+    seen = run_probe(alpha, "by-name", "; ".join([
+        GET, wait_resolves("app"),
+        'echo "short=$(get app 80)"', 'echo "fqdn=$(get app.shop.svc.cluster.local 80)"',
+        f'echo "cluster-ip=$(get {ip} 80)"', 'echo "variables=$(get $APP_SERVICE_HOST $APP_SERVICE_PORT_WEB)"',
+        'echo "api-by-name=$(nslookup kubernetes.default >/dev/null 2>&1 && echo yes)"',
+        'echo "search=$(grep "^search" /etc/resolv.conf)"', 'echo "ndots=$(grep -c ndots:5 /etc/resolv.conf)"',
+        'echo "hostname=$(hostname)"',
+    ]))  # fmt: skip
+    assert {k: seen.get(k) for k in ("short", "fqdn", "cluster-ip", "variables")} == dict.fromkeys(
+        ("short", "fqdn", "cluster-ip", "variables"), "hello"), seen  # fmt: skip
+    assert seen["api-by-name"] == "yes" and seen["hostname"] == "by-name", seen
+    assert seen["search"] == "search shop.svc.cluster.local svc.cluster.local cluster.local" and seen["ndots"] == "1"
+
+
+def test_statefulset_pods_reach_each_other_by_their_stable_names(alpha: Tenant) -> None:
+    serve = (
+        f"{GET}; h=$(hostname); echo $h > /tmp/index.html; httpd -p 8080 -h /tmp; peer=db-$((1 - ${{h#db-}})); "
+        'for i in $(seq 120); do r=$(get $peer.db 8080); [ -n "$r" ] && echo "$r" > /tmp/peer.html && break; '
+        "sleep 1; done; exec sleep 3600"
+    )
+    headless = {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": "db", "namespace": APP_NAMESPACE},
+        "spec": {"clusterIP": "None", "selector": {"app": "db"}, "ports": [{"port": 8080}]},
+    }
+    statefulset = {"apiVersion": "apps/v1", "kind": "StatefulSet",
+                   "metadata": {"name": "db", "namespace": APP_NAMESPACE},
+                   "spec": {"serviceName": "db", "replicas": 2, "selector": {"matchLabels": {"app": "db"}},
+                            "template": {"metadata": {"labels": {"app": "db"}}, "spec": {"containers": [
+                                container(serve, ports=[{"containerPort": 8080}])]}}}}  # fmt: skip
+    apply(alpha.kubectl, headless, statefulset)
+    eventually(lambda: len(running(pods(alpha.kubectl, APP_NAMESPACE, "app=db"))) == 2, timeout=300, interval=2,
+               what="db-0 and db-1 Running")  # fmt: skip
+    seen = run_probe(alpha, "peers", "; ".join([
+        GET, wait_resolves("db-1.db"),
+        "for i in $(seq 60); do [ -n \"$(get db-1.db 8080 peer.html)\" ] && break; sleep 1; done",
+        'echo "db-0=$(get db-0.db.shop.svc.cluster.local 8080)"', 'echo "db-1=$(get db-1.db 8080)"',
+        'echo "db-0-reached=$(get db-0.db 8080 peer.html)"', 'echo "db-1-reached=$(get db-1.db 8080 peer.html)"',
+    ]))  # fmt: skip
+    # Each pod answers as itself by its stable name, and each reached the other by name.
+    assert seen == {"db-0": "db-0", "db-1": "db-1", "db-0-reached": "db-1", "db-1-reached": "db-0"}, seen
+
+
+def test_another_tenant_can_neither_resolve_nor_reach_a_tenants_services(
+    alpha: Tenant, beta: Tenant, super_kubectl: Kubectl
+) -> None:
+    alpha_ip = alpha.kubectl.json("get", "service", "app", "-n", APP_NAMESPACE)["spec"]["clusterIP"]
+    alpha_dns = alpha.kubectl.json("get", "service", "kube-dns", "-n", "kube-system")["spec"]["clusterIP"]
+    beta_dns = beta.kubectl.json("get", "service", "kube-dns", "-n", "kube-system")["spec"]["clusterIP"]
+    assert alpha_dns != beta_dns  # each tenant its own Service range and DNS
+    names = "app.shop.svc.cluster.local"
+    seen = run_probe(beta, "snoop", "; ".join([
+        GET, wait_resolves("web"),
+        # Positive controls: beta's own Service, by name and address.
+        'echo "own-name=$(get web 80)"',
+        f'echo "own-dns=$(nslookup web.shop.svc.cluster.local {beta_dns} >/dev/null 2>&1 && echo answers)"',
+        f'echo "alpha-name=$(nslookup {names} >/dev/null 2>&1 && echo resolves)"',
+        f'echo "alpha-dns=$(timeout 5 nslookup {names} {alpha_dns} >/dev/null 2>&1 && echo answers)"',
+        f'echo "alpha-service=$(get {alpha_ip} 80)"',
+    ]))  # fmt: skip
+    assert seen == {"own-name": "hello", "own-dns": "answers", "alpha-name": "", "alpha-dns": "", "alpha-service": ""}
+    # ... and the same name is answered by alpha's DNS for alpha's own pods (control of the control).
+    assert run_probe(alpha, "own-dns", f'echo "answers=$(nslookup {names} {alpha_dns} >/dev/null 2>&1 && echo yes)"')[
+        "answers"] == "yes"  # fmt: skip
+
+
+def test_dns_answers_again_after_its_pod_is_deleted(alpha: Tenant, super_kubectl: Kubectl) -> None:
+    selector = f"{naming.LABEL_COMPONENT}={naming.DNS}"
+    (dns_pod,) = running(pods(super_kubectl, alpha.control_plane_namespace, selector))
+    assert dns_pod["spec"]["runtimeClassName"] == RUNTIME_CLASS
+    super_kubectl("delete", "pod", "-n", alpha.control_plane_namespace, dns_pod["metadata"]["name"], "--wait=false")
+    started = time.monotonic()
+    seen = run_probe(alpha, "after", "; ".join([
+        "for i in $(seq 120); do nslookup app >/dev/null 2>&1 && break; sleep 1; done",
+        'echo "tries=$i"', 'echo "answers=$(nslookup app >/dev/null 2>&1 && echo yes)"',
+    ]))  # fmt: skip
+    assert seen["answers"] == "yes", seen
+    print(f"DNS answered again {time.monotonic() - started:.0f} s after its pod was deleted ({seen['tries']} tries)")
+    replaced = running(pods(super_kubectl, alpha.control_plane_namespace, selector))
+    assert [p["metadata"]["uid"] for p in replaced] != [dns_pod["metadata"]["uid"]]
+    eventually(lambda: alpha.condition("DNSReady").get("status") == "True", timeout=120, what="DNSReady again")
+
+
 def test_api_server_pod_and_operator_killed_together_converge_with_nothing_lost(
     alpha: Tenant, stockade: Operator, super_kubectl: Kubectl
 ) -> None:
@@ -275,7 +407,7 @@ def test_upgrade_one_minor_keeps_workloads_and_kubeconfig(alpha: Tenant, super_k
     server = lambda: json.loads(alpha.kubectl("version", "-o", "json"))["serverVersion"]["gitVersion"]  # noqa: E731
     eventually(lambda: server() == CURRENT, timeout=120, what=f"the tenant API server reports {CURRENT}")
     cp_pods = running(pods(super_kubectl, alpha.control_plane_namespace))
-    images = {c["image"] for p in cp_pods for c in p["spec"]["initContainers"] + p["spec"]["containers"]}
+    images = {c["image"] for p in cp_pods for c in p["spec"].get("initContainers", []) + p["spec"]["containers"]}
     assert f"registry.k8s.io/kube-apiserver:{CURRENT}" in images
     assert alpha.kubectl.json("get", "deployment", "web", "-n", APP_NAMESPACE)["spec"]["replicas"] == 1
     after = {p["metadata"]["uid"] for p in running(pods(super_kubectl, alpha.workloads_namespace, SUPER_WEB))}

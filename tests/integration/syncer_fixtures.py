@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import zlib
 from collections.abc import Callable, Coroutine
 from concurrent.futures import Future
 from typing import Any
@@ -95,10 +96,13 @@ class SyncerThread:
 
 
 class TenantUnderTest:
-    def __init__(self, name: str, plane: LocalControlPlane, spec: TenantSpec, super_api: client.ApiClient):
+    def __init__(
+        self, name: str, plane: LocalControlPlane, spec: TenantSpec, super_api: client.ApiClient, service_range: str
+    ):
         self.name = name
         self.plane = plane
         self.spec = spec
+        self.service_range = service_range
         self.superuser = config.new_client_from_config_dict(plane.kubeconfig)
         # The tenant API server as its pods would reach it: here, the loopback address.
         self.apiserver_host = "127.0.0.1"
@@ -115,7 +119,12 @@ class TenantUnderTest:
 
     def context(self) -> TenantContext:
         return tenant_context(
-            self.name, self.spec, "kata", self.apiserver_host, apiserver_port=self.plane.apiserver_port
+            self.name,
+            self.spec,
+            "kata",
+            self.apiserver_host,
+            apiserver_port=self.plane.apiserver_port,
+            service_range=self.service_range,
         )
 
     @property
@@ -132,7 +141,18 @@ def provision_tenant(
     """The tenant's super-cluster side as the operator renders it (namespaces, quota, limits,
     policies), and its control plane as local processes."""
     tenant_spec = TenantSpec.model_validate(spec)
-    inp = render.TenantInput(name, f"uid-{name}", tenant_spec, OperatorConfig())
+    operator = OperatorConfig()
+    # The operator's Service pool in the super cluster, and a block of it for this tenant (as the
+    # operator would claim it; distinct per tenant name here).
+    pool = render.service_pool(operator)
+    try:
+        client.CustomObjectsApi(super_api).create_cluster_custom_object("networking.k8s.io", "v1", "servicecidrs", pool)
+    except client.ApiException as error:
+        if error.status != 409:
+            raise
+    blocks = naming.service_ranges(operator.service_pool, operator.service_prefix)
+    service_range = blocks[zlib.crc32(name.encode()) % len(blocks)]
+    inp = render.TenantInput(name, f"uid-{name}", tenant_spec, operator, service_range=service_range)
     core = client.CoreV1Api(super_api)
     for obj in render.render_tenant(inp):
         obj["metadata"].pop("ownerReferences", None)  # no Tenant object in this tier
@@ -142,8 +162,10 @@ def provision_tenant(
             core.create_namespaced_resource_quota(obj["metadata"]["namespace"], obj)
         elif obj["kind"] == "LimitRange":
             core.create_namespaced_limit_range(obj["metadata"]["namespace"], obj)
-    plane = factory(f"tenant-{name}", controller_manager=True, scheduler=True, allow_privileged=True)
-    return TenantUnderTest(name, plane, tenant_spec, super_api)
+    plane = factory(
+        f"tenant-{name}", controller_manager=True, scheduler=True, allow_privileged=True, service_cidr=service_range
+    )
+    return TenantUnderTest(name, plane, tenant_spec, super_api, service_range)
 
 
 def dump(obj: Any) -> str:

@@ -4,6 +4,7 @@ plane's pods are created but never run, so Ready stays False with reason Startin
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import time
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,7 @@ def test_examples_create_every_object_with_the_security_settings(
     apps, core = client.AppsV1Api(super_client), client.CoreV1Api(super_client)
     networking, policy = client.NetworkingV1Api(super_client), client.PolicyV1Api(super_client)
 
+    ranges: list[Any] = []
     for obj, replicas in ((minimal, 1), (production, 3)):
         name = obj["metadata"]["name"]
         cp, wl = naming.control_plane_namespace(name), naming.workloads_namespace(name)
@@ -140,10 +142,20 @@ def test_examples_create_every_object_with_the_security_settings(
         assert control_plane["spec"]["replicas"] == replicas
         assert control_plane["metadata"]["labels"]["stockade.dev/tenant"] == name
         assert_hardened_pod(control_plane["spec"]["template"], "kata")
-        assert not apps.list_namespaced_deployment(cp).items
+        (dns,) = apps.list_namespaced_deployment(cp).items
+        assert dns.metadata.name == naming.DNS and dns.spec.replicas == replicas
+        assert dns.spec.template.spec.runtime_class_name == "kata"
+
+        # The tenant's Service range: a block of the pool, claimed by its API server's Service.
+        api_ip = core.read_namespaced_service(naming.APISERVER, cp).spec.cluster_ip
+        block = ipaddress.ip_network(naming.service_range_of(api_ip, OperatorConfig().service_prefix))
+        assert block.subnet_of(ipaddress.ip_network(OperatorConfig().service_pool))  # type: ignore[arg-type]
+        assert api_ip == str(block.network_address + 1)
+        assert core.read_namespaced_service(naming.DNS, cp).spec.cluster_ip == str(block.network_address + 10)
+        ranges.append(block)
 
         policies = {p.metadata.name: p for p in networking.list_namespaced_network_policy(cp).items}
-        assert set(policies) == {"default-deny", "control-plane"}
+        assert set(policies) == {"default-deny", "control-plane", naming.DNS}
         assert policies["default-deny"].spec.pod_selector.match_labels is None
         assert set(policies["default-deny"].spec.policy_types) == {"Ingress", "Egress"}
         peers = policies["control-plane"].spec.ingress[1]
@@ -153,7 +165,7 @@ def test_examples_create_every_object_with_the_security_settings(
         assert {"default-deny", "same-tenant"} <= wl_policies
 
         pdbs = {p.metadata.name for p in policy.list_namespaced_pod_disruption_budget(cp).items}
-        assert pdbs == (set() if replicas == 1 else {naming.CONTROL_PLANE})
+        assert pdbs == (set() if replicas == 1 else {naming.CONTROL_PLANE, naming.DNS})
         secrets = {s.metadata.name for s in core.list_namespaced_secret(cp).items}
         assert {
             "pki-ca",
@@ -167,6 +179,7 @@ def test_examples_create_every_object_with_the_security_settings(
             "syncer-kubeconfig",
         } <= secrets
 
+    assert ranges[0] != ranges[1]  # every tenant its own range
     quota = core.read_namespaced_resource_quota("tenant-quota", "stockade-payments-workloads").spec.hard
     assert quota["requests.cpu"] == "32" and quota["requests.nvidia.com/gpu"] == "4"
     assert quota["services.nodeports"] == "0"

@@ -170,6 +170,10 @@ class SuperCluster:
             self.out(f"raised {key.replace('/', '.')} from {before} to {after} (restored on teardown)")
         ip = host_ip()
 
+        step = Step("egress fence: pods reach pods, Services and this host, never off the machine", self.out)
+        subprocess.run(["nft", "-f", "-"], input=n.egress_fence(), text=True, check=True, capture_output=True)
+        step.done(f"nftables table {' '.join(n.FENCE_TABLE)}")
+
         step = Step("control plane: etcd, kube-apiserver, kube-controller-manager, kube-scheduler", self.out)
         self.plane = LocalControlPlane(
             "super",

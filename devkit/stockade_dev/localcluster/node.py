@@ -18,6 +18,8 @@ CLUSTER_CIDR = "10.244.0.0/16"
 SERVICE_CIDR = "10.0.0.0/24"
 DNS_SERVICE_IP = "10.0.0.10"
 BRIDGE = "stk0"
+# The nftables table that keeps every pod's traffic on this machine (`egress_fence`).
+FENCE_TABLE = ("inet", "stockade_fence")
 SANDBOX_IMAGE = "registry.k8s.io/pause:3.10"
 # Debian's containerd-shim-runc-v2, runc, and CNI plugins.
 CNI_BIN_DIR = "/usr/lib/cni"
@@ -99,6 +101,25 @@ def gvisor_platform(runsc: Path, timeout: float = 20.0) -> tuple[str, str]:
             probe.wait()
             return "systrap", f"the KVM platform did not run /bin/true within {timeout:.0f}s"
     return ("kvm", "the KVM platform runs") if code == 0 else ("systrap", f"the KVM platform failed (exit {code})")
+
+
+def egress_fence(pod_cidr: str = POD_CIDR) -> str:
+    """An nftables script: a packet from a pod that the host would forward anywhere but to a pod is
+    dropped (and counted). Service traffic is already translated to a pod's address when it is
+    forwarded, and traffic to this host's own addresses (its API server, decoys bound on `lo`) is
+    delivered, not forwarded; whatever else a pod sends — an unrouted ClusterIP, the gateway, the
+    internet — would leave the machine. Installed before containerd starts, so no pod ever runs
+    without it."""
+    family, table = FENCE_TABLE
+    return (
+        f"table {family} {table} {{\n"
+        "  chain forward {\n"
+        "    type filter hook forward priority filter - 10; policy accept;\n"
+        f"    ip saddr {pod_cidr} ip daddr != {pod_cidr} counter drop comment \"pods never reach off this machine\"\n"
+        f"    meta nfproto ipv6 iifname \"{BRIDGE}\" counter drop\n"
+        "  }\n"
+        "}\n"
+    )
 
 
 def runsc_config(runsc: Path, layout: Layout, platform: str) -> str:

@@ -258,6 +258,9 @@ def dependencies(pod: Mapping[str, Any]) -> list[tuple[str, str]]:
     return list(dict.fromkeys(found))
 
 
+DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+
+
 def service_env(services: Iterable[Mapping[str, Any]]) -> list[dict[str, str]]:
     """The variables the kubelet gives a container for each Service it sees (`WEB_SERVICE_HOST`,
     `WEB_PORT_80_TCP`…), the way the kubelet writes them; headless Services give none."""
@@ -326,8 +329,11 @@ def translate_pod(
     if dns_config is not None:
         spec["dnsConfig"] = dns_config
     spec["runtimeClassName"] = ctx.runtime_class
-    # The super pod has another name: the containers keep the tenant pod's (the kubelet's rule).
-    spec["hostname"] = spec.get("hostname") or pod["metadata"]["name"][:63].rstrip("-.")
+    # The super pod has another name: the containers keep the tenant pod's (the kubelet's rule; a
+    # name that is no DNS label, e.g. with dots, cannot be a pod's hostname field and is left out).
+    hostname = spec.get("hostname") or pod["metadata"]["name"][:63].rstrip("-.")
+    if DNS_LABEL.fullmatch(hostname):
+        spec["hostname"] = hostname
     spec["automountServiceAccountToken"] = False  # no super-cluster credential in a tenant pod
     spec["enableServiceLinks"] = False  # the super cluster's Services stay invisible
     spec["serviceAccountName"] = ref(pod["spec"].get("serviceAccountName") or "default")

@@ -288,3 +288,4 @@ def test_containers_keep_the_tenant_pods_hostname() -> None:
     out = pod_spec.translate_pod(pod(spec), CTX, None)["spec"]
     assert (out["hostname"], out["subdomain"]) == ("db-0", "db")
     assert pod_spec.translate_pod(pod(name="a" * 62 + "-b" * 5), CTX, None)["spec"]["hostname"] == "a" * 62
+    assert "hostname" not in pod_spec.translate_pod(pod(name="web.v2"), CTX, None)["spec"]  # not a DNS label
