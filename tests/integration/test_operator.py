@@ -557,7 +557,8 @@ def test_a_tenant_of_the_earlier_layout_loses_its_per_component_workloads(
                                         "spec": {"ports": [{"port": 2379}]}})  # fmt: skip
     patch_tenant(super_client, "elder", {"metadata": {"annotations": {"touch": "1"}}})  # a pass now, not at a tick
     eventually(
-        lambda: [d.metadata.name for d in apps.list_namespaced_deployment(cp).items] == ["someone-elses"],
+        lambda: sorted(d.metadata.name for d in apps.list_namespaced_deployment(cp).items) == [naming.DNS,
+                                                                                              "someone-elses"],
         30, what="the earlier layout's Deployments deleted",
     )  # fmt: skip
     eventually(lambda: gone(lambda: core.read_namespaced_service(naming.ETCD, cp)), 30, what="etcd Service deleted")
