@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from stockade_dev.localcluster import host
-from stockade_dev.localcluster.node import BRIDGE, Layout
+from stockade_dev.localcluster.node import BRIDGE, FENCE_TABLE, Layout
 from stockade_dev.testbed import leaked_processes
 from stockade_dev.testbed.pytest_plugin import SESSION_ENV
 from stockade_dev.up import STATE_DIR
@@ -34,7 +34,7 @@ def test_stockade_up_brings_the_example_tenant_to_ready_and_restores_the_host() 
     )  # fmt: skip
     out = run.stdout
     assert run.returncode == 0, out + run.stderr
-    for step in ("control plane: etcd, kube-apiserver", "containerd with runc and gVisor", "images:",
+    for step in ("egress fence:", "control plane: etcd, kube-apiserver", "containerd with runc and gVisor", "images:",
                  "kubelet, kube-proxy, kube-router", "add-ons: CoreDNS", "installing Stockade",
                  "starting the operator", "applying Tenant team-a"):  # fmt: skip
         assert step in out, step
@@ -50,6 +50,7 @@ def test_stockade_up_brings_the_example_tenant_to_ready_and_restores_the_host() 
     # Everything it started is gone, and the host is as it was.
     assert leaked_processes(owner) == []
     assert BRIDGE not in host.links() and set(host.links()) == links_before
+    assert " ".join(FENCE_TABLE) not in host.nft_tables()
     assert not any(Path(p).exists() for p in layout.owned_paths())
     assert not host.snapshot_path(layout).exists()
     assert {key: (host.PROC_SYS / key).read_text() for key in host.SYSCTL_MINIMUMS} == limits_before

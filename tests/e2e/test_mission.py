@@ -249,7 +249,8 @@ GET = 'get() { printf \'GET /%s HTTP/1.0\\r\\n\\r\\n\' "$3" | timeout 5 nc "$1" 
 
 
 def wait_resolves(name: str, server: str = "") -> str:
-    """Shell: until `name` resolves (NetworkPolicy is programmed a moment after a pod starts)."""
+    """Shell: until `name` resolves (NetworkPolicy is programmed a moment after a pod starts).
+    busybox's nslookup asks for a name as given: pass a fully qualified one."""
     return f"for i in $(seq 30); do nslookup {name} {server} >/dev/null 2>&1 && break; sleep 1; done"
 
 
@@ -269,10 +270,11 @@ def test_an_app_is_reached_by_service_name_short_name_and_cluster_ip(alpha: Tena
     endpoints = alpha.kubectl.json("get", "endpoints", "app", "-n", APP_NAMESPACE)
     assert {a["ip"] for s in endpoints["subsets"] for a in s["addresses"]} == pod_ips
     seen = run_probe(alpha, "by-name", "; ".join([
-        GET, wait_resolves("app"),
+        GET, wait_resolves("app.shop.svc.cluster.local"),
         'echo "short=$(get app 80)"', 'echo "fqdn=$(get app.shop.svc.cluster.local 80)"',
         f'echo "cluster-ip=$(get {ip} 80)"', 'echo "variables=$(get $APP_SERVICE_HOST $APP_SERVICE_PORT_WEB)"',
-        'echo "api-by-name=$(nslookup kubernetes.default >/dev/null 2>&1 && echo yes)"',
+        # (busybox's nslookup tries no search domain for a dotted name; nc resolves as libc does)
+        'echo "api-by-name=$(timeout 4 nc kubernetes.default 443 </dev/null >/dev/null 2>&1 && echo yes)"',
         'echo "search=$(grep "^search" /etc/resolv.conf)"', 'echo "ndots=$(grep -c ndots:5 /etc/resolv.conf)"',
         'echo "hostname=$(hostname)"',
     ]))  # fmt: skip
@@ -303,7 +305,7 @@ def test_statefulset_pods_reach_each_other_by_their_stable_names(alpha: Tenant) 
     eventually(lambda: len(running(pods(alpha.kubectl, APP_NAMESPACE, "app=db"))) == 2, timeout=300, interval=2,
                what="db-0 and db-1 Running")  # fmt: skip
     seen = run_probe(alpha, "peers", "; ".join([
-        GET, wait_resolves("db-1.db"),
+        GET, wait_resolves("db-1.db.shop.svc.cluster.local"),
         "for i in $(seq 60); do [ -n \"$(get db-1.db 8080 peer.html)\" ] && break; sleep 1; done",
         'echo "db-0=$(get db-0.db.shop.svc.cluster.local 8080)"', 'echo "db-1=$(get db-1.db 8080)"',
         'echo "db-0-reached=$(get db-0.db 8080 peer.html)"', 'echo "db-1-reached=$(get db-1.db 8080 peer.html)"',
@@ -321,7 +323,7 @@ def test_another_tenant_can_neither_resolve_nor_reach_a_tenants_services(
     assert alpha_dns != beta_dns  # each tenant its own Service range and DNS
     names = "app.shop.svc.cluster.local"
     seen = run_probe(beta, "snoop", "; ".join([
-        GET, wait_resolves("web"),
+        GET, wait_resolves("web.shop.svc.cluster.local"),
         # Positive controls: beta's own Service, by name and address.
         'echo "own-name=$(get web 80)"',
         f'echo "own-dns=$(nslookup web.shop.svc.cluster.local {beta_dns} >/dev/null 2>&1 && echo answers)"',
@@ -342,8 +344,8 @@ def test_dns_answers_again_after_its_pod_is_deleted(alpha: Tenant, super_kubectl
     super_kubectl("delete", "pod", "-n", alpha.control_plane_namespace, dns_pod["metadata"]["name"], "--wait=false")
     started = time.monotonic()
     seen = run_probe(alpha, "after", "; ".join([
-        "for i in $(seq 120); do nslookup app >/dev/null 2>&1 && break; sleep 1; done",
-        'echo "tries=$i"', 'echo "answers=$(nslookup app >/dev/null 2>&1 && echo yes)"',
+        "for i in $(seq 120); do nslookup app.shop.svc.cluster.local >/dev/null 2>&1 && break; sleep 1; done",
+        'echo "tries=$i"', 'echo "answers=$(nslookup app.shop.svc.cluster.local >/dev/null 2>&1 && echo yes)"',
     ]))  # fmt: skip
     assert seen["answers"] == "yes", seen
     print(f"DNS answered again {time.monotonic() - started:.0f} s after its pod was deleted ({seen['tries']} tries)")
