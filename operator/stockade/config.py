@@ -19,6 +19,9 @@ NEVER_EGRESS = (
 
 # etcd image tag that kubeadm pairs with each Kubernetes minor.
 ETCD_IMAGE_TAGS = {33: "3.5.21-0", 34: "3.6.4-0"}
+# The Service range every tenant's API server had before Service ranges came from a pool; a Tenant
+# provisioned then keeps it (its API server's ServiceCIDR lives in its etcd and cannot move).
+LEGACY_SERVICE_CIDR = "10.96.0.0/12"
 # The tenant DNS's CoreDNS (the release kubeadm 1.34 pairs with; `hack/testbin` builds the same).
 COREDNS_VERSION = "v1.15.0"
 

@@ -138,14 +138,18 @@ def syncing(spec: kopf.Spec, status: kopf.Status, **_: Any) -> bool:
     return bool(status.get("version")) and not spec.get("suspended")
 
 
-def _workloads(body: kopf.Body) -> Any:
-    return (body.get("spec") or {}).get("workloads")
+def _syncer_inputs(body: kopf.Body) -> Any:
+    """What a running syncer was started from: the workloads spec (translation depends on it) and
+    the tenant's Service range (its API server's address; it moves once, when a Tenant of an
+    earlier release gets a range)."""
+    return (body.get("spec") or {}).get("workloads"), (body.get("status") or {}).get("serviceRange")
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, when=syncing, cancellation_timeout=10)
 async def sync_workloads(body: kopf.Body, name: str, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any) -> None:
     """Runs the Tenant's syncer; restarts it (in place) when the workloads spec changes, since
-    translation depends on it (quota, Pod Security level, placement, volume types)."""
+    translation depends on it (quota, Pod Security level, placement, volume types), or when the
+    tenant's Service range (its API server's address) does."""
     events = _events(body)
 
     async def report(ok: bool, message: str) -> None:
@@ -156,15 +160,15 @@ async def sync_workloads(body: kopf.Body, name: str, memo: kopf.Memo, stopped: k
     syncer: asyncio.Task[None] | None = None
     try:
         while not stopped:
-            workloads = _workloads(body)  # `body` is kopf's live view
-            tenant = {"metadata": dict(body["metadata"]), "spec": dict(body.get("spec") or {})}
+            inputs = _syncer_inputs(body)  # `body` is kopf's live view
+            tenant = {k: dict(body.get(k) or {}) for k in ("metadata", "spec", "status")}
             syncer = asyncio.create_task(
                 run_tenant_syncer(
                     reconciler(memo).kube, memo.pool, tenant, config.runtime_class, report,
-                    netgate_image=config.netgate_image, service_prefix=config.service_prefix,
+                    netgate_image=config.netgate_image,
                 )
             )  # fmt: skip
-            while not syncer.done() and not stopped and _workloads(body) == workloads:
+            while not syncer.done() and not stopped and _syncer_inputs(body) == inputs:
                 await asyncio.wait({syncer}, timeout=SPEC_POLL_SECONDS)
             if syncer.done():
                 syncer.result()  # it only ends by raising

@@ -441,6 +441,9 @@ class TenantStatus(Model):
     namespaces: TenantNamespaces | None = None
     certificates_not_after: str | None = None
     rotation: RotationStatus | None = None
+    service_range: str | None = Field(
+        None, description="The tenant's Service range: its own block of the super cluster's Service pool."
+    )
     conditions: list[Condition] = Field(default_factory=list)
     kopf: Annotated[
         dict[str, Any] | None,

@@ -79,6 +79,7 @@ class Observed:
     certificates_not_after: str | None = None
     running_version: str | None = None
     rotation: RotationStatus | None = None
+    service_range: str | None = None
     warnings: list[tuple[str, str]] = field(default_factory=list)  # (reason, message) Events
 
 
@@ -142,8 +143,9 @@ class TenantReconciler:
         for obj in render.render_tenant(inp):
             if obj["kind"] == "Namespace":
                 await self.kube.apply(obj)
-        service_range = await self._claim_service_range(inp, events)
+        service_range = await self._claim_service_range(inp)
         inp = render.TenantInput(**{**inp.__dict__, "service_range": service_range})
+        observed.service_range = service_range
         service = await self.kube.get("v1", "Service", naming.APISERVER, naming.control_plane_namespace(name))
         external = await self._external_endpoint(spec, service)
 
@@ -163,7 +165,8 @@ class TenantReconciler:
         observed.checks.append(control_plane)
         if control_plane.ok:
             observed.running_version = effective_spec.kubernetes.version
-        observed.checks.append(await self._dns_check(inp))
+        if inp.service_range is not None:  # a Tenant from before the pool has no DNS of its own
+            observed.checks.append(await self._dns_check(inp))
         if refusal:
             observed.checks.append(st.Check("VersionAccepted", False, "UpgradeRefused", refusal))
         return await self._write_status(body, spec, observed, events)
@@ -193,14 +196,14 @@ class TenantReconciler:
 
     # -- the tenant's Service range -------------------------------------------------------------
 
-    async def _claim_service_range(self, inp: render.TenantInput, events: EventSink) -> str:
+    async def _claim_service_range(self, inp: render.TenantInput) -> str | None:
         """The tenant's own block of the Service pool, claimed by its API server's Service.
 
         The API server's Service takes the block's first address (the tenant's `kubernetes`
         Service): the super cluster's IP allocator makes that claim atomic, so two passes (or two
         operators) never give one block to two tenants, and the block is freed with the namespace.
-        A Service from before the pool (another address) is replaced: its clients follow the new
-        address once the control plane has rolled.
+        None for a Tenant provisioned before the pool (its API server's Service has an address
+        outside it): its API server keeps the range its etcd records (`LEGACY_SERVICE_CIDR`).
         """
         cfg = self.config
         await self._ensure_service_pool()
@@ -211,10 +214,7 @@ class TenantReconciler:
             ip = current["spec"].get("clusterIP") or ""
             if is_ip(ip) and ipaddress.ip_address(ip) in pool:
                 return naming.service_range_of(ip, cfg.service_prefix)
-            message = f"the API server's Service moves from {ip} into the tenant Service pool {cfg.service_pool}"
-            log.info("tenant %s: %s", inp.name, message, extra=about(inp.name, "Service", namespace))
-            await events("Normal", "ServiceRangeAssigned", message)
-            await self.kube.delete("v1", "Service", naming.APISERVER, namespace, uid=current["metadata"]["uid"])
+            return None
         ours = await self.kube.list("v1", "Service", label_selector=f"{naming.LABEL_MANAGED_BY}={naming.MANAGED_BY}")
         taken = {
             naming.service_range_of(ip, cfg.service_prefix)
@@ -433,7 +433,7 @@ class TenantReconciler:
         obj = await self.kube.get_or_none("apps/v1", "Deployment", naming.DNS, namespace)
         status = (obj or {}).get("status", {})
         ready = status.get("readyReplicas", 0)
-        address = naming.dns_service_ip(inp.service_range)
+        address = naming.dns_service_ip(inp.service_range) if inp.service_range else "-"
         if obj is None or ready < wanted or status.get("observedGeneration", 0) < obj["metadata"]["generation"]:
             return st.Check(st.DNS_READY, False, "Starting", f"cluster DNS at {address}: {ready}/{wanted} ready")
         return st.Check(st.DNS_READY, True, "Ready", f"cluster DNS at {address}: {ready} replica(s) ready")
@@ -488,8 +488,8 @@ class TenantReconciler:
                 status, text = await tenant.get_raw("/readyz", timeout=10)
                 if status != 200:
                     return False, f"/readyz answered {status}: {text[:200]}"
-                dns_service = tenant_rbac.dns_service(naming.dns_service_ip(inp.service_range))
-                for obj in [*tenant_rbac.objects(inp.spec), *tenant_rbac.node_name_policy(inp.name), dns_service]:
+                dns = [tenant_rbac.dns_service(naming.dns_service_ip(inp.service_range))] if inp.service_range else []
+                for obj in [*tenant_rbac.objects(inp.spec), *tenant_rbac.node_name_policy(inp.name), *dns]:
                     await tenant.apply(obj)
         except (OSError, TimeoutError, ApiError) as error:
             return False, f"tenant API server unreachable: {error}"
@@ -554,6 +554,7 @@ class TenantReconciler:
                 ),
                 certificates_not_after=observed.certificates_not_after,
                 rotation=observed.rotation,
+                service_range=observed.service_range or previous.service_range,
                 conditions=conditions,
                 kopf=previous.kopf,
             )

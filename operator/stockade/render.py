@@ -21,7 +21,7 @@ import yaml
 
 from stockade import certificates as certs
 from stockade import components, naming, pki
-from stockade.config import COREDNS_VERSION, ETCD_IMAGE_TAGS, OperatorConfig
+from stockade.config import COREDNS_VERSION, ETCD_IMAGE_TAGS, LEGACY_SERVICE_CIDR, OperatorConfig
 from stockade.kubeconfig import build_kubeconfig, dump
 from stockade.model import API_VERSION, KIND, ServiceType, TenantSpec
 
@@ -99,7 +99,9 @@ class TenantInput:
     pki_checksum: str = ""
     super_apiserver_ips: tuple[str, ...] = ()
     # The tenant's block of the Service pool (the reconciler claims it); the pool's first by default.
-    service_range: str = ""
+    # None: a Tenant provisioned before the pool, which keeps `LEGACY_SERVICE_CIDR`, unpinned
+    # Service addresses and no DNS of its own (see ARCHITECTURE.md, "A tenant's network").
+    service_range: str | None = ""
 
 
 class _Context:
@@ -120,7 +122,13 @@ class _Context:
         )
 
     @property
+    def pooled(self) -> bool:
+        return self.inp.service_range is not None
+
+    @property
     def service_range(self) -> str:
+        if self.inp.service_range is None:
+            return LEGACY_SERVICE_CIDR
         return self.inp.service_range or naming.service_ranges(self.config.service_pool, self.config.service_prefix)[0]
 
     @property

@@ -117,7 +117,7 @@ def test_a_tenant_of_the_previous_release_migrates_in_place_keeping_data_and_wor
     install_rbac(super_kubectl, REPO)
     stockade.start()
     migrated = eventually(
-        lambda: (found := layout(super_kubectl, tenant))["deployments"] == []
+        lambda: (found := layout(super_kubectl, tenant))["deployments"] == []  # no DNS: it keeps its old range
         and found.get("etcd-0") == ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"]
         and found,
         timeout=300, interval=2, what="one pod per replica, the Deployments gone",

@@ -26,7 +26,7 @@ def by_kind(objects: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any
 def control_plane(objects: list[dict[str, Any]]) -> dict[str, Any]:
     """The one pod template of the control plane (a pod per replica)."""
     (statefulset,) = [o for o in objects if o["kind"] == "StatefulSet"]
-    assert [o["metadata"]["name"] for o in objects if o["kind"] == "Deployment"] == [naming.DNS]
+    assert [o["metadata"]["name"] for o in objects if o["kind"] == "Deployment"] in ([naming.DNS], [])
     assert statefulset["metadata"]["name"] == naming.CONTROL_PLANE
     return dict(statefulset["spec"]["template"])
 
@@ -273,3 +273,11 @@ def test_the_tenant_dns_is_sandboxed_hardened_and_reads_only_its_tenant() -> Non
         "kubernetes.io/metadata.name": naming.workloads_namespace("team-a")}}}]  # fmt: skip
     suspended = by_kind(rendered({"suspended": True}), "Deployment")[naming.DNS]
     assert suspended["spec"]["replicas"] == 0
+
+
+def test_a_tenant_from_before_the_pool_keeps_its_range_and_gets_no_dns() -> None:
+    inp = render.TenantInput("team-a", "uid-1", TenantSpec(), OperatorConfig(), service_range=None)
+    objects = render.render_tenant(inp)
+    assert "--service-cluster-ip-range=10.96.0.0/12" in args_of(control_plane(objects), naming.APISERVER)
+    assert "clusterIP" not in by_kind(objects, "Service")[naming.APISERVER]["spec"]  # it keeps its address
+    assert naming.DNS not in by_kind(objects, "Deployment") and naming.DNS not in by_kind(objects, "NetworkPolicy")

@@ -13,7 +13,6 @@ import yaml
 
 from stockade import certificates as certs
 from stockade import naming
-from stockade.config import OperatorConfig
 from stockade.kube import Credentials, KubeClient
 from stockade.model import TenantSpec
 from stockade.syncer.context import NetGate, TenantContext, parse_bytes
@@ -115,15 +114,13 @@ async def run_tenant_syncer(
     *,
     tenant_server: str | None = None,
     netgate_image: str | None = None,
-    service_prefix: int = OperatorConfig.service_prefix,
 ) -> None:
     """Runs until cancelled (kopf stops the daemon when the Tenant is no longer Ready).
 
     `tenant_server` overrides where the tenant API server is reached (by default its Service
     ClusterIP, like the reconciler: no cluster DNS needed); tests point it at a local process.
     With `netgate_image`, every super pod starts behind the network gate (see `translate.NetGate`).
-    The API server's ClusterIP is the first address of the tenant's Service range, a block of
-    `service_prefix` bits (the operator's configuration).
+    The tenant's Service range comes from its status (`serviceRange`, written by the reconciler).
     """
     name = tenant["metadata"]["name"]
     spec = TenantSpec.model_validate(tenant.get("spec") or {})
@@ -150,7 +147,8 @@ async def run_tenant_syncer(
             cluster_ip,
             apiserver_port=naming.KUBERNETES_SERVICE_PORT,
             netgate=netgate,
-            service_range=naming.service_range_of(cluster_ip, service_prefix),
+            # None for a Tenant from before the pool (see `TenantReconciler._claim_service_range`).
+            service_range=(tenant.get("status") or {}).get("serviceRange") or "",
         ),
         super_kube,
         tenant_kube,

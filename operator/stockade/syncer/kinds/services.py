@@ -32,6 +32,8 @@ def service_refusal(service: Mapping[str, Any], service_range: str) -> str | Non
         return "spec.externalIPs: not allowed (CVE-2020-8554)"
     if spec.get("type") in ("NodePort", "LoadBalancer"):
         return f"spec.type: {spec['type']} services would open ports on the super cluster's nodes; use ClusterIP"
+    if not service_range:  # a Tenant from before the pool: the super cluster picks the address
+        return None
     network = ipaddress.ip_network(service_range)
     for ip in cluster_ips(service):
         if ipaddress.ip_address(ip) not in network:
@@ -57,10 +59,12 @@ def translate_service(obj: Mapping[str, Any], ctx: TenantContext) -> dict[str, A
     spec = obj["spec"]
     out_spec: dict[str, Any] = {
         "type": "ClusterIP",
-        # The same address as in the tenant (headless stays headless): see `service_refusal`.
-        "clusterIP": spec.get("clusterIP") or "None",
         "ports": [{k: v for k, v in p.items() if k != "nodePort"} for p in spec.get("ports") or []],
     }
+    headless = spec.get("clusterIP") == "None"
+    if ctx.service_range or headless:
+        # The same address as in the tenant (headless stays headless): see `service_refusal`.
+        out_spec["clusterIP"] = spec.get("clusterIP") or "None"
     if spec.get("selector"):
         out_spec["selector"] = {
             **{carried_label(k): v for k, v in spec["selector"].items()},
@@ -110,7 +114,8 @@ class Services(Kind):
     def replaced(self, desired: Mapping[str, Any], shadow: Mapping[str, Any]) -> bool:
         """A super Service of another address (made before the tenant had its range) is re-created:
         a ClusterIP cannot change."""
-        return bool(desired["spec"]["clusterIP"] != (shadow.get("spec") or {}).get("clusterIP"))
+        wanted = desired["spec"].get("clusterIP")
+        return wanted is not None and wanted != (shadow.get("spec") or {}).get("clusterIP")
 
     async def up(self, obj: Mapping[str, Any], shadow: Mapping[str, Any]) -> None:
         meta = obj["metadata"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from stockade.syncer.kinds import pod_spec, services
-from tests.unit.syncer.helpers import CTX, pod
+from tests.unit.syncer.helpers import CTX, pod, tenant_context
 
 RANGE = CTX.service_range
 
@@ -55,3 +55,11 @@ def test_service_types_that_open_node_ports_are_refused() -> None:
     for kind in ("NodePort", "LoadBalancer"):
         assert f"spec.type: {kind}" in (services.service_refusal({"spec": {"type": kind}}, RANGE) or "")
     assert services.service_refusal({"spec": {"type": "ClusterIP"}}, RANGE) is None
+
+
+def test_a_tenant_from_before_the_pool_lets_the_super_cluster_pick_addresses() -> None:
+    legacy = tenant_context(service_range="", dns_servers=())
+    assert services.service_refusal(service(clusterIP="10.96.0.20"), "") is None
+    assert "clusterIP" not in services.translate_service(service(clusterIP="10.96.0.20"), legacy)["spec"]
+    headless = services.translate_service(service(clusterIP="None"), legacy)["spec"]
+    assert headless["clusterIP"] == "None"
