@@ -490,7 +490,6 @@ def test_forwarded_events_carry_nothing_of_the_super_cluster(mallory: Tenant, su
 
 # -- 10. nothing leaves the machine ----------------------------------------------------------------
 
-OUTSIDE_NETNS = "stk-e2e-outside"
 OUTSIDE_IP = "198.51.100.1"  # TEST-NET-2, here only inside the namespace below
 
 
@@ -506,16 +505,18 @@ def fence_drops() -> int:
 def outside() -> Iterator[str]:
     """An address that is not the cluster's nor this host's, routed like the internet: through a
     veth into a network namespace of this test, where a server answers. If a pod's packet got past
-    the fence, it would arrive there — and still not leave the machine."""
-    ip = ["ip"]
-    subprocess.run([*ip, "netns", "add", OUTSIDE_NETNS], check=True)
-    inside = [*ip, "netns", "exec", OUTSIDE_NETNS]
+    the fence, it would arrive there — and still not leave the machine. The namespace belongs to a
+    process of the test (not `ip netns add`, which would turn /run/netns into a mount point the
+    local cluster's teardown then cannot clean)."""
+    holder = subprocess.Popen(["unshare", "--net", "sleep", "600"])
+    inside = ["nsenter", f"--net=/proc/{holder.pid}/ns/net"]
     server = None
     try:
-        subprocess.run([*ip, "link", "add", "stk-out0", "type", "veth", "peer", "name", "stk-out1", "netns",
-                        OUTSIDE_NETNS], check=True)  # fmt: skip
-        subprocess.run([*ip, "addr", "add", "198.51.100.254/24", "dev", "stk-out0"], check=True)
-        subprocess.run([*ip, "link", "set", "stk-out0", "up"], check=True)
+        time.sleep(0.3)  # unshare has made the namespace and exec'd sleep
+        subprocess.run(["ip", "link", "add", "stk-out0", "type", "veth", "peer", "name", "stk-out1", "netns",
+                        str(holder.pid)], check=True)  # fmt: skip
+        subprocess.run(["ip", "addr", "add", "198.51.100.254/24", "dev", "stk-out0"], check=True)
+        subprocess.run(["ip", "link", "set", "stk-out0", "up"], check=True)
         for command in (
             ["addr", "add", f"{OUTSIDE_IP}/24", "dev", "stk-out1"],
             ["link", "set", "stk-out1", "up"],
@@ -527,10 +528,12 @@ def outside() -> Iterator[str]:
         time.sleep(0.5)
         yield OUTSIDE_IP
     finally:
-        if server is not None:
-            server.kill()
-            server.wait(timeout=10)
-        subprocess.run([*ip, "netns", "delete", OUTSIDE_NETNS], check=False)
+        for process in (server, holder):
+            if process is not None:
+                process.kill()
+                process.wait(timeout=10)
+        # The namespace goes with its last process, and the veth with it.
+        subprocess.run(["ip", "link", "delete", "stk-out0"], capture_output=True, check=False)
 
 
 def test_no_pod_sends_a_packet_off_the_machine(control: Kubectl, outside: str) -> None:

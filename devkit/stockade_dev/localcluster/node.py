@@ -115,8 +115,8 @@ def egress_fence(pod_cidr: str = POD_CIDR) -> str:
         f"table {family} {table} {{\n"
         "  chain forward {\n"
         "    type filter hook forward priority filter - 10; policy accept;\n"
-        f"    ip saddr {pod_cidr} ip daddr != {pod_cidr} counter drop comment \"pods never reach off this machine\"\n"
-        f"    meta nfproto ipv6 iifname \"{BRIDGE}\" counter drop\n"
+        f'    ip saddr {pod_cidr} ip daddr != {pod_cidr} counter drop comment "pods never reach off this machine"\n'
+        f'    meta nfproto ipv6 iifname "{BRIDGE}" counter drop\n'
         "  }\n"
         "}\n"
     )
