@@ -306,7 +306,9 @@ def test_statefulset_pods_reach_each_other_by_their_stable_names(alpha: Tenant) 
                what="db-0 and db-1 Running")  # fmt: skip
     seen = run_probe(alpha, "peers", "; ".join([
         GET, wait_resolves("db-1.db.shop.svc.cluster.local"),
-        "for i in $(seq 60); do [ -n \"$(get db-1.db 8080 peer.html)\" ] && break; sleep 1; done",
+        # Until each has written whom it reached (a page not written yet is a 404, not empty).
+        'for i in $(seq 150); do [ "$(get db-0.db 8080 peer.html)$(get db-1.db 8080 peer.html)" = db-1db-0 ] '
+        "&& break; sleep 1; done",
         'echo "db-0=$(get db-0.db.shop.svc.cluster.local 8080)"', 'echo "db-1=$(get db-1.db 8080)"',
         'echo "db-0-reached=$(get db-0.db 8080 peer.html)"', 'echo "db-1-reached=$(get db-1.db 8080 peer.html)"',
     ]))  # fmt: skip
