@@ -9,8 +9,8 @@ For each run, in the same session:
   containers, images, sandbox RuntimeClass, probes, Services, ConfigMap and NetworkPolicies,
   rendered by the same code, certificates prepared beforehand) applied by hand with one
   `kubectl apply` into a namespace of their own, until `/readyz` answers through the Service
-  (verified against its CA, as the operator does); then one sandboxed pod on the super cluster
-  until Running.
+  (verified against its CA, as the operator does) and the tenant's DNS is ready; then one
+  sandboxed pod on the super cluster until Running.
 Memory per idle control plane on both sides, from the kubelet's summary API after `--idle`
 seconds: the working set of each container and of each pod (a pod's figure includes its sandbox:
 gVisor's Sentry and Gofer here), each container's as the runtime reports it, and the floor of one
@@ -38,8 +38,9 @@ from typing import Any
 import yaml
 
 from stockade import certificates as certs
-from stockade import naming, render
+from stockade import naming, render, tenant_rbac
 from stockade.config import OperatorConfig
+from stockade.kubeconfig import build_kubeconfig
 from stockade.model import TenantSpec
 from stockade_dev.localcluster.cluster import NETGATE_IMAGE, WORKLOAD_IMAGE
 from stockade_dev.localcluster.cluster import RESTRICTED_SECURITY_CONTEXT as RESTRICTED
@@ -91,11 +92,19 @@ def declared_overhead(super_kubectl: Kubectl, runtime_class: str) -> dict[str, s
     return dict((found.get("overhead") or {}).get("podFixed") or {})
 
 
-def fair_input(name: str, runtime_class: str, pki_checksum: str = "") -> render.TenantInput:
+def fair_range(run: int) -> str:
+    """The baseline's Service range: a block of the pool from its top, where the operator's
+    claims (from the bottom) never reach in a benchmark."""
+    config = OperatorConfig()
+    return naming.service_ranges(config.service_pool, config.service_prefix)[-1 - run]
+
+
+def fair_input(name: str, runtime_class: str, run: int, pki_checksum: str = "") -> render.TenantInput:
     # As the benchmark's Tenants: the sandbox RuntimeClass, the API server as a NodePort Service.
     spec = TenantSpec.model_validate({"controlPlane": {"runtimeClassName": runtime_class,
                                                        "service": {"type": "NodePort"}}})  # fmt: skip
-    return render.TenantInput(name=name, uid="none", spec=spec, config=OperatorConfig(), pki_checksum=pki_checksum)
+    return render.TenantInput(name=name, uid="none", spec=spec, config=OperatorConfig(), pki_checksum=pki_checksum,
+                              service_range=fair_range(run))  # fmt: skip
 
 
 def unowned(objects: list[dict[str, Any]], namespace: str) -> list[dict[str, Any]]:
@@ -107,7 +116,9 @@ def unowned(objects: list[dict[str, Any]], namespace: str) -> list[dict[str, Any
     return kept
 
 
-def fair_secrets(name: str, runtime_class: str, cluster_ip: str) -> tuple[list[dict[str, Any]], certs.ControlPlanePKI]:
+def fair_secrets(
+    name: str, runtime_class: str, run: int, cluster_ip: str
+) -> tuple[list[dict[str, Any]], certs.ControlPlanePKI]:
     """The certificate Secrets Stockade would make, for the Service's address, made beforehand."""
     names = certs.ServingNames(
         apiserver_dns=naming.apiserver_dns_names(name),
@@ -116,7 +127,7 @@ def fair_secrets(name: str, runtime_class: str, cluster_ip: str) -> tuple[list[d
         etcd_ips=("127.0.0.1",),
     )
     bundle = certs.plan_pki({}, {}, None, names).bundle
-    inp = fair_input(name, runtime_class)
+    inp = fair_input(name, runtime_class, run)
     return render.pki_secrets(inp, bundle) + render.kubeconfig_secrets(inp, bundle), bundle
 
 
@@ -145,17 +156,46 @@ def baseline(super_kubectl: Kubectl, runtime_class: str, run: int, idle: float) 
     namespace = naming.control_plane_namespace(name)
     # Beforehand: the namespace and the Service (its address goes into the certificate), the certificates.
     service = ("Service", naming.APISERVER)
-    early = [o for o in unowned(render.render_tenant(fair_input(name, runtime_class)), namespace)
+    # The Service pool, as the operator adds it (the baseline's API server takes an address of it).
+    pool = render.service_pool(OperatorConfig())
+    super_kubectl("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump(pool))
+    wait(
+        lambda: any(
+            c["type"] == "Ready" and c["status"] == "True"
+            for c in super_kubectl.json("get", "servicecidr", pool["metadata"]["name"])
+            .get("status", {})
+            .get("conditions", [])
+        ),
+        30,
+        "the pool Ready",
+    )
+    early = [o for o in unowned(render.render_tenant(fair_input(name, runtime_class, run)), namespace)
              if o["kind"] == "Namespace" or (o["kind"], o["metadata"]["name"]) == service]  # fmt: skip
     super_kubectl("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(early))
     cluster_ip = super_kubectl.json("get", "service", naming.APISERVER, "-n", namespace)["spec"]["clusterIP"]
-    secrets, bundle = fair_secrets(name, runtime_class, cluster_ip)
-    inp = fair_input(name, runtime_class, pki_checksum=render.checksum(secrets))
+    secrets, bundle = fair_secrets(name, runtime_class, run, cluster_ip)
+    inp = fair_input(name, runtime_class, run, pki_checksum=render.checksum(secrets))
     objects = unowned(render.render_tenant(inp) + secrets, namespace)
     readyz = readyz_probe(cluster_ip, bundle, Path(tempfile.mkdtemp(prefix="stockade-fair-")))
     started = time.monotonic()
     super_kubectl("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(objects))
-    ready = wait(readyz, 600, f"{name}: /readyz through the Service")
+    wait(readyz, 600, f"{name}: /readyz through the Service")
+    # What the operator applies in the tenant once it answers (its RBAC, the DNS's read-only
+    # identity included, and kube-system/kube-dns), with a short-lived bootstrap certificate.
+    boot = certs.issue_bootstrap_client(bundle.cas[certs.CLUSTER_CA])
+    bootstrap = build_kubeconfig(cluster=name, server=f"https://{cluster_ip}:{naming.APISERVER_PORT}",
+                                 ca_pem=bundle.cas[certs.CLUSTER_CA].cert_pem, user="bootstrap",
+                                 cert_pem=boot.cert_pem, key_pem=boot.key_pem)  # fmt: skip
+    path = Path(tempfile.mkdtemp(prefix="stockade-fair-")) / "bootstrap.kubeconfig"
+    path.write_text(yaml.safe_dump(bootstrap))
+    in_tenant = [*tenant_rbac.objects(inp.spec), tenant_rbac.dns_service(naming.dns_service_ip(fair_range(run)))]
+    Kubectl(path)("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(in_tenant))
+
+    def dns_ready() -> bool:  # the tenant's DNS too: Stockade's Ready waits for it (DNSReady)
+        status = super_kubectl.json("get", "deployment", naming.DNS, "-n", namespace).get("status", {})
+        return bool(status.get("readyReplicas", 0) >= 1)
+
+    ready = wait(dns_ready, 300, f"{name}: its DNS ready")
     pod = f"fair-pod-{run}"
     super_kubectl("apply", "-f", "-", stdin=yaml.safe_dump(sleeper(pod, "default", runtime_class)))
     running = wait(lambda: phase(super_kubectl, pod, "default") == "Running", 180, f"pod {pod} Running")
