@@ -58,10 +58,14 @@ test: venv testbin e2e-deps lint ## Everything CI runs: lint, unit, integration 
 bench: venv testbin ## Syncer benchmark: 20 tenants x 250 pods (ARGS="--tenants 2 --pods 20" for a quick one)
 	$(PY) bench/syncer_bench.py $(ARGS)
 
+# The local cluster's kubeconfig, computed by the shell: `e2e/cluster down` stops every process whose
+# command line names the cluster's folders, and the recipe's own shell must not be one of them.
+LOCAL_KUBECONFIG = $$($(PY) -c 'from stockade_dev.localcluster.node import Layout; print(Layout.from_env().kubeconfig)')
+
 bench-startup: venv testbin e2e-deps ## Start-up benchmark on a fresh local super cluster (results in bench/results/startup.json)
 	e2e/cluster up
-	KUBECONFIG=/var/lib/stockade-local/admin.kubeconfig $(PY) bench/startup_bench.py $(ARGS); rc=$$?; e2e/cluster down; exit $$rc
+	KUBECONFIG=$(LOCAL_KUBECONFIG) $(PY) bench/startup_bench.py $(ARGS); rc=$$?; e2e/cluster down; exit $$rc
 
 soak: venv testbin e2e-deps ## Chaos soak on a fresh local super cluster, bounded (ARGS="--tenants 2 --minutes 8"; results in bench/results/soak.json)
 	e2e/cluster up
-	KUBECONFIG=/var/lib/stockade-local/admin.kubeconfig $(PY) bench/soak.py $(ARGS); rc=$$?; e2e/cluster down; exit $$rc
+	KUBECONFIG=$(LOCAL_KUBECONFIG) $(PY) bench/soak.py $(ARGS); rc=$$?; e2e/cluster down; exit $$rc
