@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help venv testbin e2e-deps run test unit integration e2e cluster-up cluster-down lint crds bench bench-startup soak
+.PHONY: help venv testbin conformance-suite e2e-deps run test unit integration e2e cluster-up cluster-down lint crds bench bench-startup soak conformance
 
 help:
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -20,6 +20,9 @@ venv: $(VENV)/.installed ## Python virtualenv with Stockade, its development kit
 
 testbin: ## Build the pinned Kubernetes and etcd binaries (cached in ~/.cache/stockade)
 	hack/testbin/build.sh
+
+conformance-suite: ## Build the upstream conformance suite of the same version: e2e.test, ginkgo, agnhost (cached)
+	hack/testbin/build.sh conformance
 
 e2e-deps: ## Debian packages of the local super cluster: containerd, runc, CNI plugins, iptables… (root)
 	e2e/install-deps
@@ -48,10 +51,10 @@ unit: venv ## Unit tests: pure logic, no processes
 integration: venv testbin ## Integration tests against real etcd and kube-apiserver
 	$(PY) -m pytest tests/integration $(PYTEST_ARGS)
 
-e2e: venv testbin e2e-deps ## e2e tier: the main command, then a local super cluster up, the e2e tests, down
+e2e: venv testbin conformance-suite e2e-deps ## e2e tier: the main command, then a local super cluster up, the e2e tests, down
 	e2e/run $(PYTEST_ARGS)
 
-test: venv testbin e2e-deps lint ## Everything CI runs: lint, unit, integration and e2e tiers
+test: venv testbin conformance-suite e2e-deps lint ## Everything CI runs: lint, unit, integration and e2e tiers
 	$(PY) -m pytest tests/unit tests/integration $(PYTEST_ARGS)
 	e2e/run $(PYTEST_ARGS)
 
@@ -69,3 +72,7 @@ bench-startup: venv testbin e2e-deps ## Start-up benchmark on a fresh local supe
 soak: venv testbin e2e-deps ## Chaos soak on a fresh local super cluster, bounded (ARGS="--tenants 2 --minutes 8"; results in bench/results/soak.json)
 	e2e/cluster up
 	KUBECONFIG=$(LOCAL_KUBECONFIG) $(PY) bench/soak.py $(ARGS); rc=$$?; e2e/cluster down; exit $$rc
+
+conformance: venv testbin conformance-suite e2e-deps ## [Conformance] tests vs a tenant and the super cluster, fresh local cluster (ARGS="--selection ci", "--focus REGEX"; results in bench/results/)
+	e2e/cluster up
+	KUBECONFIG=$(LOCAL_KUBECONFIG) $(PY) bench/conformance.py $(ARGS); rc=$$?; e2e/cluster down; exit $$rc

@@ -23,10 +23,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import ssl
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -48,7 +46,7 @@ from stockade_dev.localcluster.node import NODE_NAME
 from stockade_dev.testbed.kubectl import Kubectl
 from stockade_dev.testbed.kubectl import wait_until as wait
 from stockade_dev.testbed.operator_process import operator_process
-from stockade_dev.up import install_for_benchmark
+from stockade_dev.up import fetch_tenant_kubeconfig, install_for_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -224,12 +222,7 @@ def stockade_run(super_kubectl: Kubectl, folder: Path, run: int, idle: float) ->
         return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
     ready_at = wait(ready, 600, f"Tenant {tenant} Ready")
-    kubeconfig = folder / f"{tenant}.kubeconfig"
-    subprocess.run(
-        [sys.executable, "-m", "stockade.cli", "kubeconfig", tenant, "-o", str(kubeconfig)],
-        check=True, capture_output=True, env={**os.environ, "KUBECONFIG": str(super_kubectl.kubeconfig)},
-    )  # fmt: skip
-    tenant_kubectl = Kubectl(kubeconfig)
+    tenant_kubectl = Kubectl(fetch_tenant_kubeconfig(super_kubectl, tenant, folder / f"{tenant}.kubeconfig"))
     wait(lambda: tenant_kubectl("get", "serviceaccount", "default"), 120, "tenant default ServiceAccount")
     tenant_kubectl("apply", "-f", "-", stdin=yaml.safe_dump(sleeper("first", "default")))
     running_at = wait(lambda: phase(tenant_kubectl, "first", "default") == "Running", 300, "first tenant pod Running")

@@ -103,6 +103,15 @@ def install_for_benchmark(prefix: str) -> tuple[Kubectl, Path, Path]:
     return kubectl, folder, kubeconfig
 
 
+def fetch_tenant_kubeconfig(kubectl: Kubectl, tenant: str, target: Path) -> Path:
+    """The tenant's admin kubeconfig at `target`, as a user gets it (`stockade kubeconfig`)."""
+    subprocess.run(
+        [sys.executable, "-m", "stockade.cli", "kubeconfig", tenant, "-o", str(target)],
+        check=True, capture_output=True, env={**os.environ, "KUBECONFIG": str(kubectl.kubeconfig)},
+    )  # fmt: skip
+    return target
+
+
 def current_kubeconfig() -> Path | None:
     """The kubeconfig kubectl would use (e.g. kind's), if it names a current context."""
     candidates = [*os.environ.get("KUBECONFIG", "").split(os.pathsep), str(Path.home() / ".kube" / "config")]

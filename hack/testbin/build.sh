@@ -6,6 +6,7 @@
 # checksums is not rebuilt, so a warm run returns in seconds.
 #
 #   hack/testbin/build.sh            # prints the current version's bin folder on its last line
+#   hack/testbin/build.sh conformance  # the conformance suite instead: e2e.test, ginkgo, agnhost
 #   STOCKADE_TESTBIN=/some/dir hack/testbin/build.sh
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -37,7 +38,8 @@ started=$(date +%s)
 total=17
 n=0
 
-# build OUT_DIR NAME MODULE_DIR PACKAGE CGO LDFLAGS [MOD_MODE]
+# build OUT_DIR NAME MODULE_DIR PACKAGE CGO LDFLAGS [MOD_MODE]: a command; a NAME ending in .test
+# is the test binary of PACKAGE (`go test -c`).
 build() {
   local out_dir=$1 name=$2 module_dir=$3 package=$4 cgo=$5 ldflags=$6 mod_mode=${7:-readonly}
   n=$((n + 1))
@@ -55,7 +57,8 @@ build() {
   ( while sleep 30; do echo "      … $name still building, $(( $(date +%s) - t0 ))s"; done ) &
   local ticker=$!
   local rc=0
-  (cd "$module_dir" && CGO_ENABLED=$cgo go build -mod="$mod_mode" -trimpath \
+  local verb=(build); [[ $name != *.test ]] || verb=(test -c)
+  (cd "$module_dir" && CGO_ENABLED=$cgo go "${verb[@]}" -mod="$mod_mode" -trimpath \
       -ldflags "-s -w $ldflags" -o "$out_dir/$name.partial" "$package") || rc=$?
   kill "$ticker" 2>/dev/null; wait "$ticker" 2>/dev/null || true
   if [ "$rc" -ne 0 ]; then
@@ -66,6 +69,24 @@ build() {
   echo "$stamp" > "$stamp_file"
   echo "      $name built in $(( $(date +%s) - t0 ))s"
 }
+
+if [ "${1:-}" = conformance ]; then
+  # The upstream conformance suite of the same version (see `make conformance`).
+  total=3
+  conformance="$here/conformance"
+  conformance_ldflags=$(kubernetes_ldflags "$conformance" "$KUBERNETES_VERSION")
+  build "$bin_dir" e2e.test "$conformance" k8s.io/kubernetes/test/e2e 0 "$conformance_ldflags"
+  build "$bin_dir" ginkgo "$conformance" github.com/onsi/ginkgo/v2/ginkgo 0 ""
+  build "$bin_dir" agnhost "$conformance" k8s.io/kubernetes/test/images/agnhost 0 ""
+  # The test certificate upstream's agnhost image carries for its `porter` command.
+  source_dir=$(cd "$conformance" && go mod download -json "k8s.io/kubernetes@${KUBERNETES_VERSION}" \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
+  mkdir -p "$bin_dir/agnhost-porter"
+  install -m 0644 "$source_dir"/test/images/agnhost/porter/localhost.{crt,key} "$bin_dir/agnhost-porter/"
+  echo "conformance suite ready in $(( $(date +%s) - started ))s: Kubernetes ${KUBERNETES_VERSION}'s e2e.test, ginkgo and agnhost"
+  echo "$bin_dir"
+  exit 0
+fi
 
 k8s="$here/kubernetes"
 k8s_ldflags=$(kubernetes_ldflags "$k8s" "$KUBERNETES_VERSION")

@@ -106,12 +106,48 @@ def stockade(
     operator.stop()
 
 
+def control_plane_state(super_kubectl: Kubectl) -> str:
+    """What a failed test needs to be explained afterwards, compactly: each tenant's control-plane
+    pods with their containers' states, the namespace's last events, and the log tail of every
+    container that is not ready (its previous run's too)."""
+    lines: list[str] = []
+    for ns in super_kubectl.json("get", "namespaces")["items"]:
+        name = ns["metadata"]["name"]
+        if not (name.startswith("stockade-") and name.endswith("-control-plane")):
+            continue
+        for pod in super_kubectl.json("get", "pods", "-n", name)["items"]:
+            meta, status = pod["metadata"], pod.get("status", {})
+            lines.append(f"{name}/{meta['name']}: {status.get('phase')} deleting={bool(meta.get('deletionTimestamp'))}")
+            for c in status.get("initContainerStatuses", []) + status.get("containerStatuses", []):
+                last = c.get("lastState", {}).get("terminated") or {}
+                lines.append(
+                    f"  {c['name']}: ready={c.get('ready')} restarts={c.get('restartCount')} "
+                    f"state={json.dumps(c.get('state'))[:160]} last={last.get('reason')}/{last.get('exitCode')}"
+                )
+                if c.get("ready"):
+                    continue
+                for previous in ("--previous=false", "--previous=true"):
+                    tail = super_kubectl(
+                        "logs", "-n", name, meta["name"], "-c", c["name"], previous, "--tail=8", check=False
+                    ).strip()
+                    lines += [f"    [{previous}] {line[:200]}" for line in tail.splitlines()]
+        events = super_kubectl("get", "events", "-n", name, "--sort-by=.lastTimestamp", check=False)
+        lines += [f"  event: {line[:200]}" for line in events.strip().splitlines()[-12:]]
+    return "\n".join(lines) or "no tenant control-plane namespaces"
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
     report = yield
-    operator = item.funcargs.get("stockade") if hasattr(item, "funcargs") else None
+    funcargs = getattr(item, "funcargs", {})
+    operator, super_kubectl = funcargs.get("stockade"), funcargs.get("super_kubectl")
     if report.failed and isinstance(operator, Operator):
-        report.sections.append(("operator log (tail)", operator.process.log_tail(120)))
+        report.sections.append(("operator log (tail)", operator.process.log_tail(80)))
+    if report.failed and isinstance(super_kubectl, Kubectl):
+        try:
+            report.sections.append(("tenant control planes in the super cluster", control_plane_state(super_kubectl)))
+        except Exception as error:  # a diagnostic must never hide the failure it explains
+            report.sections.append(("tenant control planes in the super cluster", f"not read: {error!r}"))
     return report
 
 

@@ -177,3 +177,14 @@ def test_a_limit_that_cannot_be_raised_is_a_clear_error(tmp_path: Path, monkeypa
         r"Read-only file system.*sysctl -w fs\.inotify\.max_user_instances=1024",
     ):
         host.apply_sysctls(root)
+
+
+def test_agnhost_image_has_upstreams_paths_and_a_shell(tmp_path: Path) -> None:
+    files = {name: tmp_path / name for name in ("agnhost", "busybox", "localhost.crt", "localhost.key")}
+    for path in files.values():
+        path.write_text("x")
+    spec = images.agnhost_image("r/agnhost:2.56", files["agnhost"], Path("/bin/busybox"), tmp_path)
+    assert spec.entrypoint == ("/agnhost",) and spec.cmd == ("pause",)
+    assert {"/agnhost", "/localhost.crt", "/localhost.key"} <= set(spec.files)
+    assert spec.symlinks["/agnhost-2"] == "agnhost" and spec.symlinks["/bin/sh"] == "busybox"
+    assert "/bin/nc" in spec.symlinks and "/bin/busybox" not in spec.symlinks

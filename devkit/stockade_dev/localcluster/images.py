@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import subprocess
 import tarfile
 import tempfile
 from collections.abc import Iterator
@@ -189,4 +190,38 @@ def busybox_image(reference: str, busybox: Path) -> ImageSpec:
         {"/bin/busybox": busybox},
         cmd=("sh",),
         symlinks={f"/bin/{applet}": "busybox" for applet in BUSYBOX_APPLETS},
+    )
+
+
+def all_applets(busybox: Path) -> tuple[str, ...]:
+    """Every applet `busybox` was built with: the upstream test images have a full userland."""
+    listed = subprocess.run([str(busybox), "--list"], capture_output=True, text=True, check=True).stdout.split()
+    return tuple(sorted(set(listed) - {"busybox"}))
+
+
+def full_busybox_image(reference: str, busybox: Path) -> ImageSpec:
+    """The conformance suite's busybox: every applet under /bin, `sh` by default."""
+    return ImageSpec(
+        reference,
+        {"/bin/busybox": busybox},
+        cmd=("sh",),
+        symlinks={f"/bin/{applet}": "busybox" for applet in all_applets(busybox)},
+    )
+
+
+def agnhost_image(reference: str, agnhost: Path, busybox: Path, porter: Path) -> ImageSpec:
+    """The conformance suite's agnhost, built from its Go module: upstream's is Alpine with agnhost
+    at /agnhost (also as /agnhost-2), porter's test certificate at /localhost.crt and .key, and a
+    shell with the usual tools; here the shell and tools are busybox's applets."""
+    return ImageSpec(
+        reference,
+        {
+            "/agnhost": agnhost,
+            "/bin/busybox": busybox,
+            "/localhost.crt": porter / "localhost.crt",
+            "/localhost.key": porter / "localhost.key",
+        },
+        entrypoint=("/agnhost",),
+        cmd=("pause",),
+        symlinks={"/agnhost-2": "agnhost", **{f"/bin/{applet}": "busybox" for applet in all_applets(busybox)}},
     )

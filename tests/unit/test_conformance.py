@@ -1,0 +1,56 @@
+"""The conformance runner's pure logic: reading ginkgo's report, the known causes, the comparison."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from stockade_dev import conformance as suite
+
+
+def spec(text: str, state: str, message: str = "", output: str = "", kind: str = "It") -> dict[str, Any]:
+    return {
+        "ContainerHierarchyTexts": ["[sig-node] Pods"], "LeafNodeText": text, "LeafNodeType": kind,
+        "State": state, "Failure": {"Message": message}, "CapturedGinkgoWriterOutput": output,
+    }  # fmt: skip
+
+
+def test_only_conformance_its_are_read_from_the_report(tmp_path: Path) -> None:
+    report = tmp_path / "report.json"
+    specs = [
+        spec("a [Conformance]", "passed"),
+        spec("b", "passed"),
+        spec("c [Conformance]", "passed", kind="BeforeSuite"),
+    ]
+    report.write_text(json.dumps([{"SpecReports": specs}]))
+    assert [suite.spec_name(s) for s in suite.conformance_specs(report)] == ["[sig-node] Pods a [Conformance]"]
+
+
+def test_a_failure_is_explained_only_by_its_evidence() -> None:
+    logs = 'failed to get logs from pod-x for c: an error on the server ("unknown") has prevented the request'
+    exec_output = 'error sending request: Post "https://node:10250/exec/ns/pod/c?command=cat": dial tcp'
+    assert "pods/log" in str(suite.known_cause(logs, ""))
+    assert "pods/exec" in str(suite.known_cause("exit status 1", exec_output))
+    # Positive control of the negative: an unrelated failure stays unexplained.
+    assert suite.known_cause("service is not reachable within 2m0s", "nc: timed out") is None
+    assert suite.known_cause("failed to get logs from pod-x: context deadline exceeded", "") is None
+
+
+def test_the_comparison_lists_what_passes_on_the_super_cluster_only() -> None:
+    targets = {
+        "super": {"passed_tests": ["a", "b", "c"], "failures": []},
+        "tenant": {"passed_tests": ["a"], "failures": [
+            {"test": "b", "known_cause": "issue 12"}, {"test": "c", "known_cause": None}]},
+    }  # fmt: skip
+    assert suite.compare(targets) == {
+        "pass_on_super_not_on_tenant": 2,
+        "explained": {"b": "issue 12"},
+        "unexplained": ["c"],
+    }
+
+
+def test_the_ci_selection_is_one_regex_per_area() -> None:
+    for area in ("Services", "Pods", "ConfigMap", "Secrets", "Projected", "Downward API", "Job", "ServiceAccounts",
+                 "SubjectReview", "Namespaces", "CustomResourceDefinition"):  # fmt: skip
+        assert area in suite.CI_FOCUS, area
