@@ -44,8 +44,10 @@ lint: venv ## ruff and mypy
 	$(VENV)/bin/ruff format --check operator devkit tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/mypy bench/*.py  # the benchmarks are files, not a package of the config's
+	test -z "$$(gofmt -l images/kubelet)" || { gofmt -l images/kubelet; echo "gofmt: the files above are not formatted"; exit 1; }
 
-unit: venv ## Unit tests: pure logic, no processes
+unit: venv ## Unit tests: pure logic, no processes (and the kubelet API's Go tests)
+	cd images/kubelet && go vet ./... && go test ./...
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 integration: venv testbin ## Integration tests against real etcd and kube-apiserver
@@ -55,6 +57,7 @@ e2e: venv testbin conformance-suite e2e-deps ## e2e tier: the main command, then
 	e2e/run $(PYTEST_ARGS)
 
 test: venv testbin conformance-suite e2e-deps lint ## Everything CI runs: lint, unit, integration and e2e tiers
+	cd images/kubelet && go vet ./... && go test ./...
 	$(PY) -m pytest tests/unit tests/integration $(PYTEST_ARGS)
 	e2e/run $(PYTEST_ARGS)
 

@@ -24,7 +24,7 @@ import yaml
 
 from stockade import naming
 from stockade_dev import conformance as suite
-from stockade_dev.localcluster.cluster import NETGATE_IMAGE
+from stockade_dev.localcluster.cluster import KUBELET_IMAGE, NETGATE_IMAGE
 from stockade_dev.testbed.binaries import kubernetes_version
 from stockade_dev.testbed.kubectl import Kubectl
 from stockade_dev.testbed.kubectl import wait_until as wait
@@ -72,7 +72,8 @@ def main() -> int:
     print(f"{len(everything)} [Conformance] tests in the suite, {len(selected)} selected", flush=True)
     suite.push_images(lambda line: print(line, flush=True))
     operator = operator_process(op_kubeconfig, folder / "operator.log", "conformance", resync_seconds=5,
-                                runtime_class="gvisor", netgate_image=NETGATE_IMAGE)  # fmt: skip
+                                runtime_class="gvisor", netgate_image=NETGATE_IMAGE,
+                                kubelet_image=KUBELET_IMAGE)  # fmt: skip
     operator.start()
     targets: dict[str, Any] = {}
     try:

@@ -39,7 +39,7 @@ from typing import Any
 import yaml
 
 from stockade import naming
-from stockade_dev.localcluster.cluster import NETGATE_IMAGE, WORKLOAD_IMAGE
+from stockade_dev.localcluster.cluster import KUBELET_IMAGE, NETGATE_IMAGE, WORKLOAD_IMAGE
 from stockade_dev.localcluster.cluster import RESTRICTED_SECURITY_CONTEXT as RESTRICTED
 from stockade_dev.testbed.kubectl import Kubectl, KubectlError
 from stockade_dev.testbed.kubectl import wait_until as wait
@@ -240,7 +240,8 @@ def main() -> int:
 
     def new_operator() -> Any:
         process = operator_process(op_kubeconfig, folder / "operator.log", "soak", resync_seconds=5,
-                                   runtime_class=args.runtime_class, netgate_image=NETGATE_IMAGE)  # fmt: skip
+                                   runtime_class=args.runtime_class, netgate_image=NETGATE_IMAGE,
+                                   kubelet_image=KUBELET_IMAGE)  # fmt: skip
         process.start()
         return process
 

@@ -40,7 +40,7 @@ from stockade import naming, render, tenant_rbac
 from stockade.config import OperatorConfig
 from stockade.kubeconfig import build_kubeconfig
 from stockade.model import TenantSpec
-from stockade_dev.localcluster.cluster import NETGATE_IMAGE, WORKLOAD_IMAGE
+from stockade_dev.localcluster.cluster import KUBELET_IMAGE, NETGATE_IMAGE, WORKLOAD_IMAGE
 from stockade_dev.localcluster.cluster import RESTRICTED_SECURITY_CONTEXT as RESTRICTED
 from stockade_dev.localcluster.node import NODE_NAME
 from stockade_dev.testbed.kubectl import Kubectl
@@ -242,7 +242,7 @@ def main() -> int:
     super_kubectl, folder, op_kubeconfig = install_for_benchmark("bench")
     operator = operator_process(
         op_kubeconfig, folder / "operator.log", "bench", resync_seconds=5, runtime_class=args.runtime_class,
-        netgate_image=NETGATE_IMAGE,
+        netgate_image=NETGATE_IMAGE, kubelet_image=KUBELET_IMAGE,
     )  # fmt: skip
     operator.start()
     # Declared overheads (added to each pod's requests by the API server): the benchmark's class, and

@@ -27,7 +27,7 @@ import yaml
 
 from stockade import naming
 from stockade.kubeconfig import build_kubeconfig
-from stockade_dev.localcluster.cluster import NETGATE_IMAGE, LocalClusterError, SuperCluster
+from stockade_dev.localcluster.cluster import KUBELET_IMAGE, NETGATE_IMAGE, LocalClusterError, SuperCluster
 from stockade_dev.localcluster.node import Layout
 from stockade_dev.testbed import ManagedProcess, TestbinMissingError, find_binary
 from stockade_dev.testbed.binaries import REPO_ROOT
@@ -159,6 +159,7 @@ def up(args: argparse.Namespace) -> int:
         operator = operator_process(
             op_kubeconfig, STATE_DIR / "operator.log", owner, resync_seconds=5, runtime_class=runtime_class,
             netgate_image=None if existing else NETGATE_IMAGE,
+            kubelet_image=None if existing else KUBELET_IMAGE,
         )  # fmt: skip
         processes.append(operator)
         operator.start()

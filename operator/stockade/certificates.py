@@ -35,6 +35,7 @@ SCHEDULER = "scheduler"
 ADMIN = "admin"
 SYNCER = "syncer"
 DNS = "dns"
+KUBELET = "kubelet"  # the virtual node's kubelet API: serving only
 
 # Identities of the kubeconfig users. The tenant admin is *not* in system:masters: its rights come
 # from a ClusterRoleBinding in the tenant cluster, so they can be revoked.
@@ -56,6 +57,8 @@ class ServingNames:
     apiserver_ips: tuple[str, ...] = ()
     etcd_dns: tuple[str, ...] = ()
     etcd_ips: tuple[str, ...] = ()
+    kubelet_dns: tuple[str, ...] = ()
+    kubelet_ips: tuple[str, ...] = ()
 
 
 def leaf_requests(
@@ -86,6 +89,8 @@ def leaf_requests(
         ADMIN: (CLUSTER_CA, client(ADMIN_USER, ADMIN_GROUP)),
         SYNCER: (CLUSTER_CA, client(SYNCER_USER)),
         DNS: (CLUSTER_CA, client(DNS_USER)),
+        # What the API server's --kubelet-certificate-authority checks at the virtual node's address.
+        KUBELET: (CLUSTER_CA, server("stockade-kubelet", names.kubelet_dns, names.kubelet_ips)),
     }
 
 

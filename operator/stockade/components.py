@@ -53,6 +53,9 @@ def apiserver_args(f: ApiServerFlags) -> list[str]:
         f"--client-ca-file={p}/{certs.CLUSTER_CA}.crt",
         f"--kubelet-client-certificate={p}/{certs.APISERVER_KUBELET_CLIENT}.crt",
         f"--kubelet-client-key={p}/{certs.APISERVER_KUBELET_CLIENT}.key",
+        # The virtual node's kubelet API, at the address it publishes, with a certificate of this CA.
+        f"--kubelet-certificate-authority={p}/{certs.CLUSTER_CA}.crt",
+        "--kubelet-preferred-address-types=InternalIP",
         f"--requestheader-client-ca-file={p}/{certs.FRONT_PROXY_CA}.crt",
         "--requestheader-allowed-names=front-proxy-client",
         "--requestheader-username-headers=X-Remote-User",

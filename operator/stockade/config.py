@@ -49,6 +49,8 @@ class OperatorConfig:
     # The network gate's image (`images/netgate`): first in every tenant pod, it holds the pod's own
     # containers back until the pod's NetworkPolicy is enforced.
     netgate_image: str = "ghcr.io/stockade-dev/netgate:0.1.0"
+    # The virtual node's kubelet API (`images/kubelet`): one per tenant, in its control-plane namespace.
+    kubelet_image: str = "ghcr.io/stockade-dev/kubelet:0.1.0"
 
     def __post_init__(self) -> None:
         try:
@@ -76,4 +78,5 @@ class OperatorConfig:
             dns_namespace=os.environ.get("STOCKADE_DNS_NAMESPACE", defaults.dns_namespace),
             image_pull_policy=os.environ.get("STOCKADE_IMAGE_PULL_POLICY", defaults.image_pull_policy),
             netgate_image=os.environ.get("STOCKADE_NETGATE_IMAGE", defaults.netgate_image),
+            kubelet_image=os.environ.get("STOCKADE_KUBELET_IMAGE", defaults.kubelet_image),
         )

@@ -90,6 +90,15 @@ DNS = "dns"
 DNS_PORT = 1053  # what CoreDNS listens on, unprivileged; its Service answers on 53
 # In the tenant cluster, the Service it is published as (what `kubectl get svc -A` shows).
 TENANT_DNS_SERVICE = ("kube-system", "kube-dns")
+# The virtual node's kubelet API (stockade/images/kubelet): its Deployment, Service, ServiceAccount
+# and component label. The tenant's API server sends it logs, exec, attach and port-forward.
+KUBELET = "kubelet"
+KUBELET_PORT = 10250
+# Its Role in the tenant's workloads namespace: the only pods its identity can reach.
+KUBELET_ROLE = "stockade-kubelet"
+# In the tenant cluster, the Service that holds the virtual node's address, so no tenant Service
+# is ever given it.
+TENANT_KUBELET_SERVICE = ("kube-system", "stockade-kubelet")
 # The ServiceCIDR the operator adds to the super cluster: the pool every tenant's range comes from.
 SERVICE_POOL = "stockade-tenant-services"
 # One StatefulSet runs the control plane: one pod per replica, its components as containers that
@@ -166,6 +175,13 @@ def dns_service_ip(cidr: str) -> str:
     """The cluster DNS's ClusterIP: the tenth address of the Service range (kubeadm's choice)."""
     network = ipaddress.ip_network(cidr, strict=False)
     return str(network.network_address + 10)
+
+
+def kubelet_ip(cidr: str) -> str:
+    """The virtual node's address: the second address of the tenant's Service range, served by its
+    kubelet API's Service (the tenant's API server sends kubelet requests there)."""
+    network = ipaddress.ip_network(cidr, strict=False)
+    return str(network.network_address + 2)
 
 
 def service_range_of(ip: str, prefix: int) -> str:

@@ -323,7 +323,7 @@ class TenantReconciler:
             bool(want_leaves) and want_leaves != (rotation.certificates if rotation else None) and bool(leaves)
         )
 
-        names = self._serving_names(name, spec, service, external)
+        names = self._serving_names(name, spec, service, external, inp.service_range)
         # Key generation is CPU work: keep it off the event loop.
         plan = await asyncio.to_thread(
             certs.plan_pki,
@@ -358,7 +358,7 @@ class TenantReconciler:
         )
 
     def _serving_names(
-        self, name: str, spec: TenantSpec, service: Mapping[str, Any], external: str | None
+        self, name: str, spec: TenantSpec, service: Mapping[str, Any], external: str | None, service_range: str | None
     ) -> certs.ServingNames:
         ips = ["127.0.0.1"]
         cluster_ip = service.get("spec", {}).get("clusterIP")  # the tenant's `kubernetes` Service too
@@ -375,6 +375,9 @@ class TenantReconciler:
             apiserver_ips=tuple(dict.fromkeys(ips)),
             etcd_dns=naming.etcd_dns_names(name, spec.control_plane.replicas),
             etcd_ips=("127.0.0.1",),
+            # The virtual node's address (a Tenant from before the pool has no kubelet API).
+            kubelet_dns=(naming.virtual_node(name),),
+            kubelet_ips=(naming.kubelet_ip(service_range),) if service_range else (),
         )
 
     async def _external_endpoint(self, spec: TenantSpec, service: Mapping[str, Any]) -> str | None:
@@ -488,7 +491,7 @@ class TenantReconciler:
                 status, text = await tenant.get_raw("/readyz", timeout=10)
                 if status != 200:
                     return False, f"/readyz answered {status}: {text[:200]}"
-                dns = [tenant_rbac.dns_service(naming.dns_service_ip(inp.service_range))] if inp.service_range else []
+                dns = tenant_rbac.pooled_services(inp.service_range) if inp.service_range else []
                 for obj in [*tenant_rbac.objects(inp.spec), *tenant_rbac.node_name_policy(inp.name), *dns]:
                     await tenant.apply(obj)
         except (OSError, TimeoutError, ApiError) as error:

@@ -27,7 +27,7 @@ from stockade.model import API_VERSION, KIND, ServiceType, TenantSpec
 
 # Shipped as package data, beside this module (in a wheel, an image and a checkout alike).
 TEMPLATES_DIR = Path(__file__).resolve().parent / "templates"
-TEMPLATES = ("namespaces", "control-plane", "dns", "network-policies", "workloads")
+TEMPLATES = ("namespaces", "control-plane", "dns", "kubelet", "network-policies", "workloads")
 PKI_DIR = "/etc/kubernetes/pki"
 AUTH_CONFIG = "/etc/kubernetes/config/authentication.yaml"
 KUBECONFIG_PATH = f"{PKI_DIR}/kubeconfig"
@@ -83,9 +83,14 @@ PKI_SOURCES: dict[str, PkiSources] = {
     ],
     naming.SCHEDULER: [_kubeconfig_source(certs.SCHEDULER)],
     naming.DNS: [_kubeconfig_source(certs.DNS)],
+    # The tenant's CA (the one client it serves, the API server, has a certificate of it) and its
+    # own serving certificate.
+    naming.KUBELET: [_ca_source(certs.CLUSTER_CA), _leaf_source(certs.KUBELET)],
 }
 # The tenant DNS's requests and limits: CoreDNS with a cache of a few thousand names.
 DNS_RESOURCES = {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"cpu": "500m", "memory": "96Mi"}}
+# The kubelet API's: a proxy that streams (logs, exec) and holds nothing.
+KUBELET_RESOURCES = {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"cpu": "500m", "memory": "64Mi"}}
 
 
 @dataclass(frozen=True)
@@ -150,6 +155,14 @@ class _Context:
         return DNS_RESOURCES
 
     @property
+    def kubelet_ip(self) -> str:
+        return naming.kubelet_ip(self.service_range)
+
+    @property
+    def kubelet_resources(self) -> dict[str, Any]:
+        return KUBELET_RESOURCES
+
+    @property
     def corefile(self) -> str:
         """Authoritative for the cluster domain and reverse zones, from the tenant's API server only
         (its kubeconfig). Other names go upstream (the super cluster's DNS, which only forwards
@@ -205,6 +218,7 @@ class _Context:
             controller_manager=f"{registry}/kube-controller-manager:{version}",
             scheduler=f"{registry}/kube-scheduler:{version}",
             coredns=f"{registry}/coredns/coredns:{COREDNS_VERSION}",
+            kubelet=self.config.kubelet_image,
         )
 
     @property

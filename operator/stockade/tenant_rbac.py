@@ -67,6 +67,24 @@ def dns_service(dns_ip: str) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def kubelet_service(kubelet_ip: str) -> dict[str, Any]:
+    """`kube-system/stockade-kubelet`: holds the virtual node's address in the tenant's own range, so
+    the tenant never gives it to a Service of its own. No selector; the super cluster's Service of
+    the same address is the node's kubelet API."""
+    namespace, name = naming.TENANT_KUBELET_SERVICE
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace, "labels": LABELS},
+        "spec": {"clusterIP": kubelet_ip, "ports": [{"name": "kubelet", "port": naming.KUBELET_PORT}]},
+    }
+
+
+def pooled_services(service_range: str) -> list[dict[str, Any]]:
+    """The tenant Services at fixed addresses of its range: its cluster DNS and its node's kubelet."""
+    return [dns_service(naming.dns_service_ip(service_range)), kubelet_service(naming.kubelet_ip(service_range))]
+
+
 def node_name_policy(tenant: str) -> list[dict[str, Any]]:
     """A pod created with `spec.nodeName` skips the scheduler; on any node but the virtual one it
     would never run (and the pod garbage collector would delete it without a word): refused at the

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from stockade import naming
-from stockade_dev.localcluster.cluster import NETGATE_IMAGE
+from stockade_dev.localcluster.cluster import KUBELET_IMAGE, NETGATE_IMAGE
 from stockade_dev.localcluster.node import Layout
 from stockade_dev.testbed import ManagedProcess
 from stockade_dev.testbed.kubectl import Kubectl
@@ -70,7 +70,7 @@ class Operator:
     def _start(self) -> ManagedProcess:
         process = operator_process(
             self.kubeconfig, self.log, SESSION_OWNER, resync_seconds=5, runtime_class=RUNTIME_CLASS,
-            netgate_image=NETGATE_IMAGE,
+            netgate_image=NETGATE_IMAGE, kubelet_image=KUBELET_IMAGE,
         )  # fmt: skip
         if not self.in_cluster:
             process.start()

@@ -120,6 +120,7 @@ def test_examples_create_every_object_with_the_security_settings(
     minimal, production = wait_observed(super_client, "team-a"), wait_observed(super_client, "payments")
     apps, core = client.AppsV1Api(super_client), client.CoreV1Api(super_client)
     networking, policy = client.NetworkingV1Api(super_client), client.PolicyV1Api(super_client)
+    rbac = client.RbacAuthorizationV1Api(super_client)
 
     ranges: list[Any] = []
     for obj, replicas in ((minimal, 1), (production, 3)):
@@ -142,9 +143,15 @@ def test_examples_create_every_object_with_the_security_settings(
         assert control_plane["spec"]["replicas"] == replicas
         assert control_plane["metadata"]["labels"]["stockade.dev/tenant"] == name
         assert_hardened_pod(control_plane["spec"]["template"], "kata")
-        (dns,) = apps.list_namespaced_deployment(cp).items
-        assert dns.metadata.name == naming.DNS and dns.spec.replicas == replicas
-        assert dns.spec.template.spec.runtime_class_name == "kata"
+        deployments = {d.metadata.name: d for d in apps.list_namespaced_deployment(cp).items}
+        assert set(deployments) == {naming.DNS, naming.KUBELET}
+        dns, kubelet = deployments[naming.DNS], deployments[naming.KUBELET]
+        assert dns.spec.replicas == replicas and dns.spec.template.spec.runtime_class_name == "kata"
+        assert kubelet.spec.template.spec.runtime_class_name == "kata"
+        # The kubelet API's Role, written and bound by an operator that holds none of its verbs.
+        role = rbac.read_namespaced_role(naming.KUBELET_ROLE, wl)
+        assert {r for rule in role.rules for r in rule.resources} >= {"pods/exec", "pods/log"}
+        assert rbac.read_namespaced_role_binding(naming.KUBELET_ROLE, wl).subjects[0].name == naming.KUBELET
 
         # The tenant's Service range: a block of the pool, claimed by its API server's Service.
         api_ip = core.read_namespaced_service(naming.APISERVER, cp).spec.cluster_ip
@@ -152,10 +159,11 @@ def test_examples_create_every_object_with_the_security_settings(
         assert block.subnet_of(ipaddress.ip_network(OperatorConfig().service_pool))  # type: ignore[arg-type]
         assert api_ip == str(block.network_address + 1)
         assert core.read_namespaced_service(naming.DNS, cp).spec.cluster_ip == str(block.network_address + 10)
+        assert core.read_namespaced_service(naming.KUBELET, cp).spec.cluster_ip == str(block.network_address + 2)
         ranges.append(block)
 
         policies = {p.metadata.name: p for p in networking.list_namespaced_network_policy(cp).items}
-        assert set(policies) == {"default-deny", "control-plane", naming.DNS}
+        assert set(policies) == {"default-deny", "control-plane", naming.DNS, naming.KUBELET}
         assert policies["default-deny"].spec.pod_selector.match_labels is None
         assert set(policies["default-deny"].spec.policy_types) == {"Ingress", "Egress"}
         peers = policies["control-plane"].spec.ingress[1]
@@ -557,8 +565,8 @@ def test_a_tenant_of_the_earlier_layout_loses_its_per_component_workloads(
                                         "spec": {"ports": [{"port": 2379}]}})  # fmt: skip
     patch_tenant(super_client, "elder", {"metadata": {"annotations": {"touch": "1"}}})  # a pass now, not at a tick
     eventually(
-        lambda: sorted(d.metadata.name for d in apps.list_namespaced_deployment(cp).items) == [naming.DNS,
-                                                                                              "someone-elses"],
+        lambda: sorted(d.metadata.name for d in apps.list_namespaced_deployment(cp).items)
+        == [naming.DNS, naming.KUBELET, "someone-elses"],
         30, what="the earlier layout's Deployments deleted",
     )  # fmt: skip
     eventually(lambda: gone(lambda: core.read_namespaced_service(naming.ETCD, cp)), 30, what="etcd Service deleted")

@@ -204,7 +204,8 @@ def test_status_flows_up_and_deletion_converges_both_ways(
 
     pod = eventually(mirrored, 30, what="status mirrored")
     assert pod.status.pod_ip == "10.244.0.9" and pod.status.container_statuses[0].restart_count == 3
-    assert pod.status.host_ip == "192.0.2.1"  # the super node's address stays hidden
+    # The super node's address stays hidden: the host is the virtual node, at its kubelet API's address.
+    assert pod.status.host_ip == tenant_a.context().virtual_node_ip != "192.0.2.1"
 
     # The super pod disappears: the tenant pod is deleted, so its controllers replace it.
     client.CoreV1Api(super_client).delete_namespaced_pod(shadow.metadata.name, tenant_a.workloads_namespace)

@@ -26,7 +26,7 @@ def by_kind(objects: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any
 def control_plane(objects: list[dict[str, Any]]) -> dict[str, Any]:
     """The one pod template of the control plane (a pod per replica)."""
     (statefulset,) = [o for o in objects if o["kind"] == "StatefulSet"]
-    assert [o["metadata"]["name"] for o in objects if o["kind"] == "Deployment"] in ([naming.DNS], [])
+    assert [o["metadata"]["name"] for o in objects if o["kind"] == "Deployment"] in ([naming.DNS, naming.KUBELET], [])
     assert statefulset["metadata"]["name"] == naming.CONTROL_PLANE
     return dict(statefulset["spec"]["template"])
 
@@ -151,7 +151,7 @@ def test_high_availability() -> None:
 
 def test_services_route_to_whole_replicas_and_peers_find_every_member() -> None:
     services = by_kind(rendered(), "Service")
-    assert set(services) == {naming.APISERVER, naming.ETCD_PEERS, naming.DNS}
+    assert set(services) == {naming.APISERVER, naming.ETCD_PEERS, naming.DNS, naming.KUBELET}
     assert services[naming.APISERVER]["spec"]["selector"] == {naming.LABEL_REPLICA: "true"}
     # Members of both layouts (an HA tenant migrating keeps its quorum).
     assert services[naming.ETCD_PEERS]["spec"]["selector"] == {naming.LABEL_COMPONENT: "etcd"}
@@ -159,7 +159,7 @@ def test_services_route_to_whole_replicas_and_peers_find_every_member() -> None:
 
 def test_network_policies() -> None:
     closed = by_kind(rendered(), "NetworkPolicy")
-    assert set(closed) == {"default-deny", "control-plane", "same-tenant", naming.DNS}
+    assert set(closed) == {"default-deny", "control-plane", "same-tenant", naming.DNS, naming.KUBELET}
     assert "internet-egress" not in closed
     open_ = by_kind(rendered({"workloads": {"egress": {"internet": True}}}), "NetworkPolicy")
     blocked = open_["internet-egress"]["spec"]["egress"][0]["to"][0]["ipBlock"]["except"]
@@ -170,7 +170,7 @@ def test_network_policies() -> None:
                      "ports": [{"port": 2380}]}  # fmt: skip
     # No port of etcd's but the peer port is open to anyone, in or out.
     egress_ports = [p["port"] for rule in closed["control-plane"]["spec"]["egress"] for p in rule["ports"]]
-    assert egress_ports == [2380, 53, 53]
+    assert egress_ports == [2380, 53, 53, naming.KUBELET_PORT]  # the last: to its virtual node's kubelet API
     exposed = by_kind(rendered({"controlPlane": {"service": {"type": "LoadBalancer"}}}), "NetworkPolicy")
     assert "from" not in exposed["control-plane"]["spec"]["ingress"][0]
 
@@ -242,6 +242,7 @@ def test_the_tenant_service_range_gives_the_api_server_and_dns_their_addresses()
     assert services[naming.APISERVER]["spec"]["clusterIP"] == "10.112.8.1"  # the tenant's `kubernetes`
     assert {p["port"] for p in services[naming.APISERVER]["spec"]["ports"]} == {6443, 443}
     assert services[naming.DNS]["spec"]["clusterIP"] == "10.112.8.10"
+    assert services[naming.KUBELET]["spec"]["clusterIP"] == "10.112.8.2"  # the virtual node's address
     assert {(p["port"], p["protocol"], p["targetPort"]) for p in services[naming.DNS]["spec"]["ports"]} == {
         (53, "UDP", naming.DNS_PORT), (53, "TCP", naming.DNS_PORT),
     }  # fmt: skip
@@ -281,3 +282,35 @@ def test_a_tenant_from_before_the_pool_keeps_its_range_and_gets_no_dns() -> None
     assert "--service-cluster-ip-range=10.96.0.0/12" in args_of(control_plane(objects), naming.APISERVER)
     assert "clusterIP" not in by_kind(objects, "Service")[naming.APISERVER]["spec"]  # it keeps its address
     assert naming.DNS not in by_kind(objects, "Deployment") and naming.DNS not in by_kind(objects, "NetworkPolicy")
+    assert naming.KUBELET not in by_kind(objects, "Deployment") and not by_kind(objects, "Role")
+
+
+def test_the_kubelet_api_reaches_only_its_tenants_workloads_and_only_its_api_server_reaches_it() -> None:
+    objects = rendered()
+    pod = by_kind(objects, "Deployment")[naming.KUBELET]["spec"]["template"]["spec"]
+    assert pod["runtimeClassName"] == "kata" and pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["serviceAccountName"] == naming.KUBELET and pod["automountServiceAccountToken"] is True
+    (container,) = pod["containers"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert f"--namespace={naming.workloads_namespace('team-a')}" in container["args"]
+    # Its certificates: the tenant CA's certificate (never a key of a CA) and its own serving pair.
+    (pki,) = [v for v in pod["volumes"] if "projected" in v]
+    paths = [i["path"] for s in pki["projected"]["sources"] for i in s["secret"]["items"]]
+    assert paths == ["ca.crt", "kubelet.crt", "kubelet.key"]
+    # Its super identity: one Role, in the workloads namespace only, no wildcard.
+    (role,) = by_kind(objects, "Role").values()
+    assert role["metadata"]["namespace"] == naming.workloads_namespace("team-a")
+    assert {r for rule in role["rules"] for r in rule["resources"]} == {
+        "pods", "pods/log", "pods/exec", "pods/attach", "pods/portforward"}  # fmt: skip
+    assert "*" not in str(role["rules"])
+    (binding,) = by_kind(objects, "RoleBinding").values()
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": naming.KUBELET,
+                                    "namespace": naming.control_plane_namespace("team-a")}]  # fmt: skip
+    policy = by_kind(objects, "NetworkPolicy")[naming.KUBELET]["spec"]
+    assert policy["ingress"] == [{"from": [{"podSelector": {"matchLabels": {naming.LABEL_REPLICA: "true"}}}],
+                                  "ports": [{"port": naming.KUBELET_PORT}]}]  # fmt: skip
+    assert policy["egress"] == [{"to": [{"ipBlock": {"cidr": "10.1.2.3/32"}}]}]  # the super API server only
+    # And the API server, which checks the kubelet's certificate at the address the node publishes.
+    args = args_of(control_plane(objects), naming.APISERVER)
+    assert "--kubelet-preferred-address-types=InternalIP" in args
+    assert f"--kubelet-certificate-authority={render.PKI_DIR}/ca.crt" in args

@@ -42,6 +42,8 @@ PAUSE_SOURCE = REPO_ROOT / "e2e" / "images" / "pause.c"
 # Stockade's network gate (images/netgate), built here the way its Dockerfile builds it.
 NETGATE_SOURCE = REPO_ROOT / "images" / "netgate" / "netgate.c"
 NETGATE_IMAGE = "stockade.local/netgate:0.1.0"
+KUBELET_SOURCE = REPO_ROOT / "images" / "kubelet"
+KUBELET_IMAGE = "stockade.local/kubelet:0.1.0"
 # An image only a tenant holding the pull secret may run (see `registry`); the same busybox inside.
 LICENSED_IMAGE = f"{registry.PRIVATE_HOST}/e2e/licensed:1"
 REGISTRY = "registry.k8s.io"
@@ -90,7 +92,7 @@ def _minor(version: str) -> int:
     return int(version.split(".")[1])
 
 
-def image_specs(pause: Path, netgate: Path) -> list[images.ImageSpec]:
+def image_specs(pause: Path, netgate: Path, kubelet: Path) -> list[images.ImageSpec]:
     versions = pinned_versions()
     current, previous = versions["KUBERNETES_VERSION"], versions["PREVIOUS_KUBERNETES_VERSION"]
     bin_dir = testbin_dir()
@@ -105,6 +107,7 @@ def image_specs(pause: Path, netgate: Path) -> list[images.ImageSpec]:
         ),
         images.busybox_image(WORKLOAD_IMAGE, BUSYBOX),
         images.ImageSpec(NETGATE_IMAGE, {"/netgate": netgate}, entrypoint=("/netgate",)),
+        images.ImageSpec(KUBELET_IMAGE, {"/kubelet": kubelet}, entrypoint=("/kubelet",)),
     ]
 
 
@@ -113,6 +116,19 @@ def static_binary(source: Path, target: Path) -> Path:
     if not target.exists() or target.stat().st_mtime < source.stat().st_mtime:
         target.parent.mkdir(parents=True, exist_ok=True)
         subprocess.run(["gcc", "-Os", "-static", "-s", "-o", str(target), str(source)], check=True)
+    return target
+
+
+def go_binary(module: Path, target: Path) -> Path:
+    """The Go module at `module` (standard library only) built static into `target`, again only when
+    a source is newer."""
+    sources = [p for p in module.iterdir() if p.suffix == ".go" or p.name == "go.mod"]
+    if not target.exists() or target.stat().st_mtime < max(p.stat().st_mtime for p in sources):
+        target.parent.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["go", "build", "-trimpath", "-ldflags=-s -w", "-o", str(target), "."],
+            cwd=module, check=True, env={**os.environ, "CGO_ENABLED": "0"},
+        )  # fmt: skip
     return target
 
 
@@ -267,7 +283,8 @@ class SuperCluster:
     def _import_images(self) -> None:
         cache = cache_root() / "images"
         pause = static_binary(PAUSE_SOURCE, cache / "pause")
-        for spec in image_specs(pause, static_binary(NETGATE_SOURCE, cache / "netgate")):
+        netgate = static_binary(NETGATE_SOURCE, cache / "netgate")
+        for spec in image_specs(pause, netgate, go_binary(KUBELET_SOURCE, cache / "kubelet")):
             archive = images.cached_archive(spec, cache)
             self._ctr("images", "import", "--no-unpack=false", str(archive))
             self.out(f"    {spec.reference}")

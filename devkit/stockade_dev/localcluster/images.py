@@ -24,9 +24,29 @@ PASSWD = (
 )
 GROUP = f"root:x:0:\nnonroot:x:{NONROOT_UID}:\n"
 BUSYBOX_APPLETS = (
-    "sh", "cat", "date", "echo", "env", "grep", "hostname", "httpd", "id", "kill", "ls", "nc",
-    "nslookup", "printf", "ps", "seq", "sleep", "test", "timeout", "true", "wget",
-)  # fmt: skip
+    "sh",
+    "cat",
+    "date",
+    "echo",
+    "env",
+    "grep",
+    "hostname",
+    "httpd",
+    "id",
+    "kill",
+    "ls",
+    "nc",
+    "nslookup",
+    "printf",
+    "ps",
+    "seq",
+    "sleep",
+    "tar",
+    "test",
+    "timeout",
+    "true",
+    "wget",
+)  # fmt: skip  (tar: `kubectl cp`)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ def operator_process(
     resync_seconds: float = 30,
     runtime_class: str = "kata",
     netgate_image: str | None = None,
+    kubelet_image: str | None = None,
 ) -> ManagedProcess:
     """`kopf run -m stockade.handlers` as a ManagedProcess (not started yet)."""
     argv = [
@@ -30,4 +31,6 @@ def operator_process(
     }
     if netgate_image:
         env["STOCKADE_NETGATE_IMAGE"] = netgate_image
+    if kubelet_image:
+        env["STOCKADE_KUBELET_IMAGE"] = kubelet_image
     return ManagedProcess("stockade-operator", argv, log_path, owner, env=env)

@@ -10,6 +10,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from stockade import naming
 from stockade.kube import ApiError
 from stockade.logs import about
 from stockade.syncer.context import TenantContext
@@ -53,6 +54,8 @@ def virtual_node(ctx: TenantContext, capacity: Mapping[str, str], now: str, node
                 {"type": "InternalIP", "address": node_ip},
                 {"type": "Hostname", "address": ctx.virtual_node},
             ],
+            # Where the tenant's API server sends logs, exec, attach and port-forward (images/kubelet).
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": naming.KUBELET_PORT}},
             "nodeInfo": {
                 "architecture": "amd64",
                 "operatingSystem": "linux",

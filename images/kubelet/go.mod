@@ -1,0 +1,3 @@
+module stockade.dev/kubelet
+
+go 1.24
