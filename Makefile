@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help venv testbin conformance-suite e2e-deps run test unit integration e2e cluster-up cluster-down lint crds bench bench-startup soak conformance
+.PHONY: help venv testbin conformance-suite go-test e2e-deps run test unit integration e2e cluster-up cluster-down lint crds bench bench-startup soak conformance
 
 help:
 	@grep -E '^[a-z-]+:.*## ' Makefile | sed 's/:.*## /\t/'
@@ -46,8 +46,10 @@ lint: venv ## ruff and mypy
 	$(VENV)/bin/mypy bench/*.py  # the benchmarks are files, not a package of the config's
 	test -z "$$(gofmt -l images/kubelet)" || { gofmt -l images/kubelet; echo "gofmt: the files above are not formatted"; exit 1; }
 
-unit: venv ## Unit tests: pure logic, no processes (and the kubelet API's Go tests)
+go-test: ## The kubelet API's Go tests (images/kubelet)
 	cd images/kubelet && go vet ./... && go test ./...
+
+unit: venv go-test ## Unit tests: pure logic, no processes (and the kubelet API's Go tests)
 	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
 
 integration: venv testbin ## Integration tests against real etcd and kube-apiserver
@@ -56,8 +58,7 @@ integration: venv testbin ## Integration tests against real etcd and kube-apiser
 e2e: venv testbin conformance-suite e2e-deps ## e2e tier: the main command, then a local super cluster up, the e2e tests, down
 	e2e/run $(PYTEST_ARGS)
 
-test: venv testbin conformance-suite e2e-deps lint ## Everything CI runs: lint, unit, integration and e2e tiers
-	cd images/kubelet && go vet ./... && go test ./...
+test: venv testbin conformance-suite e2e-deps lint go-test ## Everything CI runs: lint, unit, integration and e2e tiers
 	$(PY) -m pytest tests/unit tests/integration $(PYTEST_ARGS)
 	e2e/run $(PYTEST_ARGS)
 

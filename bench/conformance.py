@@ -29,7 +29,7 @@ from stockade_dev.testbed.binaries import kubernetes_version
 from stockade_dev.testbed.kubectl import Kubectl
 from stockade_dev.testbed.kubectl import wait_until as wait
 from stockade_dev.testbed.operator_process import operator_process
-from stockade_dev.up import fetch_tenant_kubeconfig, install_for_benchmark
+from stockade_dev.up import fetch_tenant_kubeconfig, follow, install_for_benchmark
 
 REPO = Path(__file__).resolve().parents[1]
 TENANT = "conformance"
@@ -39,14 +39,7 @@ def tenant_kubeconfig(super_kubectl: Kubectl, folder: Path) -> Path:
     manifest = {"apiVersion": "stockade.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": TENANT},
                 "spec": suite.tenant_spec()}  # fmt: skip
     super_kubectl("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump(manifest))
-
-    def ready() -> bool:  # Ready for this very spec (a Tenant left by an earlier run may be Ready for another)
-        tenant = super_kubectl.json("get", "tenant", TENANT)
-        status = tenant.get("status", {})
-        current = status.get("observedGeneration") == tenant["metadata"]["generation"]
-        return current and any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", []))
-
-    wait(ready, 600, f"Tenant {TENANT} Ready")
+    follow(super_kubectl, TENANT, 600)  # Ready for this very spec, with its progress shown
     kubeconfig = fetch_tenant_kubeconfig(super_kubectl, TENANT, folder / f"{TENANT}.kubeconfig")
     tenant = Kubectl(kubeconfig)
     wait(lambda: bool(tenant("get", "serviceaccount", "default", check=False)), 120, "tenant default ServiceAccount")

@@ -65,7 +65,8 @@ def operator_kubeconfig(kubectl: Kubectl, server_kubeconfig: dict[str, Any], tar
 
 
 def follow(kubectl: Kubectl, tenant: str, timeout: float) -> dict[str, Any]:
-    """Print each condition change and the control-plane pods' progress until the Tenant is Ready."""
+    """Print each condition change and the control-plane pods' progress until the Tenant is Ready
+    for its current spec (its status describes its latest generation)."""
     deadline = time.monotonic() + timeout
     seen: dict[str, tuple[str, str]] = {}
     pods_seen = ""
@@ -84,7 +85,8 @@ def follow(kubectl: Kubectl, tenant: str, timeout: float) -> dict[str, Any]:
         if summary and summary != pods_seen:
             pods_seen = summary
             print(f"    pods: {summary}")
-        if any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", [])):
+        current = status.get("observedGeneration") == obj["metadata"].get("generation")
+        if current and any(c["type"] == "Ready" and c["status"] == "True" for c in status.get("conditions", [])):
             return obj
         time.sleep(1)
     raise KubectlError(f"Tenant {tenant} not Ready within {timeout:.0f}s; see `kubectl describe tenant {tenant}`")

@@ -184,6 +184,15 @@ def kubelet_ip(cidr: str) -> str:
     return str(network.network_address + 2)
 
 
+# The virtual node's address when it has no kubelet API (a Tenant from before the pool): loopback,
+# so a request meant for it never leaves its sender.
+NO_KUBELET_ADDRESS = "127.0.0.1"
+
+
+def virtual_node_ip(service_range: str) -> str:
+    return kubelet_ip(service_range) if service_range else NO_KUBELET_ADDRESS
+
+
 def service_range_of(ip: str, prefix: int) -> str:
     """The tenant Service range (a block of `prefix` bits) that holds `ip`."""
     return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))

@@ -7,6 +7,7 @@ name the pod templates use. Everything is deterministic: same files, same digest
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -23,30 +24,11 @@ PASSWD = (
     f"root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:{NONROOT_UID}:{NONROOT_UID}:nonroot:/home/nonroot:/sbin/nologin\n"
 )
 GROUP = f"root:x:0:\nnonroot:x:{NONROOT_UID}:\n"
+# tar: `kubectl cp`.
 BUSYBOX_APPLETS = (
-    "sh",
-    "cat",
-    "date",
-    "echo",
-    "env",
-    "grep",
-    "hostname",
-    "httpd",
-    "id",
-    "kill",
-    "ls",
-    "nc",
-    "nslookup",
-    "printf",
-    "ps",
-    "seq",
-    "sleep",
-    "tar",
-    "test",
-    "timeout",
-    "true",
-    "wget",
-)  # fmt: skip  (tar: `kubectl cp`)
+    "sh", "cat", "date", "echo", "env", "grep", "hostname", "httpd", "id", "kill", "ls", "nc",
+    "nslookup", "printf", "ps", "seq", "sleep", "tar", "test", "timeout", "true", "wget",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -213,6 +195,7 @@ def busybox_image(reference: str, busybox: Path) -> ImageSpec:
     )
 
 
+@functools.cache
 def all_applets(busybox: Path) -> tuple[str, ...]:
     """Every applet `busybox` was built with: the upstream test images have a full userland."""
     listed = subprocess.run([str(busybox), "--list"], capture_output=True, text=True, check=True).stdout.split()

@@ -60,9 +60,7 @@ class TenantContext:
     default_requests: Mapping[str, str]
     default_limits: Mapping[str, str]
     virtual_node: str
-    # The virtual node's address: its kubelet API's (`naming.kubelet_ip`); loopback for a Tenant from
-    # before the pool, which has none, so a request meant for it never leaves its sender.
-    virtual_node_ip: str = "127.0.0.1"
+    virtual_node_ip: str = naming.NO_KUBELET_ADDRESS  # see `naming.virtual_node_ip`
     volume_types: frozenset[str] = frozenset(DEFAULT_VOLUME_TYPES)
     # The Tenant's own placement (superuser-set): the only nodeSelector and tolerations super pods get.
     node_selector: Mapping[str, str] = field(default_factory=dict)

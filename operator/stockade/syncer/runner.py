@@ -75,7 +75,7 @@ def tenant_context(
     return TenantContext(
         service_range=service_range,
         dns_servers=(naming.dns_service_ip(service_range),) if service_range else (),
-        virtual_node_ip=naming.kubelet_ip(service_range) if service_range else "127.0.0.1",
+        virtual_node_ip=naming.virtual_node_ip(service_range),
         tenant=name,
         runtime_class=spec.runtime_classes(runtime_class)[1],
         pod_security=workloads.pod_security.value,
