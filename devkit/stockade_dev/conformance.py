@@ -220,13 +220,16 @@ def run_suite(
 
 
 def compare(targets: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """What the tenant lacks: tests that pass on the super cluster and not on the tenant, split into
-    those with a known cause (and the issue it waits for) and the unexplained ones."""
+    """What the tenant lacks: tests that pass on the super cluster and fail on the tenant, split into
+    those with a known cause (and the issue it waits for) and the unexplained ones; and, apart, the
+    tests that passed on the super cluster and did not run on the tenant (a run cut by its bound)."""
     tenant, super_ = targets.get("tenant", {}), targets.get("super", {})
-    missing = sorted(set(super_.get("passed_tests", [])) - set(tenant.get("passed_tests", [])))
+    passed_on_super = set(super_.get("passed_tests", [])) - set(tenant.get("passed_tests", []))
     causes = {f["test"]: f.get("known_cause") for f in tenant.get("failures", [])}
+    failed = sorted(passed_on_super & set(causes))
     return {
-        "pass_on_super_not_on_tenant": len(missing),
-        "explained": {test: causes[test] for test in missing if causes.get(test)},
-        "unexplained": [test for test in missing if not causes.get(test)],
+        "pass_on_super_not_on_tenant": len(failed),
+        "explained": {test: causes[test] for test in failed if causes[test]},
+        "unexplained": [test for test in failed if not causes[test]],
+        "not_run_on_tenant": sorted(passed_on_super - set(causes)),
     }

@@ -39,15 +39,12 @@ def test_a_failure_is_explained_only_by_its_evidence() -> None:
 
 def test_the_comparison_lists_what_passes_on_the_super_cluster_only() -> None:
     targets = {
-        "super": {"passed_tests": ["a", "b", "c"], "failures": []},
+        "super": {"passed_tests": ["a", "b", "c", "d"], "failures": []},
         "tenant": {"passed_tests": ["a"], "failures": [
             {"test": "b", "known_cause": "issue 12"}, {"test": "c", "known_cause": None}]},
     }  # fmt: skip
-    assert suite.compare(targets) == {
-        "pass_on_super_not_on_tenant": 2,
-        "explained": {"b": "issue 12"},
-        "unexplained": ["c"],
-    }
+    assert suite.compare(targets) == {"pass_on_super_not_on_tenant": 2, "explained": {"b": "issue 12"},
+                                      "unexplained": ["c"], "not_run_on_tenant": ["d"]}  # fmt: skip
 
 
 def test_the_ci_selection_is_one_regex_per_area() -> None:
