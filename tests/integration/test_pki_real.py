@@ -142,7 +142,16 @@ def test_ca_rotation_reissues_every_kubeconfig_and_old_ones_fail(
         60,
         what="CA rotation handled",
     )
-    new = stored_secrets(super_client)
+
+    def kubeconfigs_reissued() -> dict[str, Any] | None:
+        # The rotation is recorded once the PKI Secrets are stored; the same pass then re-issues
+        # the kubeconfigs, so they follow a moment later.
+        secrets = stored_secrets(super_client)
+        ca = bundle_from(secrets).cas[certs.CLUSTER_CA].cert_pem
+        fresh = all(ca_of(kubeconfig_from(secrets, user, "https://unused")) == ca for user in certs.KUBECONFIG_USERS)
+        return secrets if fresh else None
+
+    new = eventually(kubeconfigs_reissued, 60, what="every kubeconfig re-issued with the new CA")
     new_bundle = bundle_from(new)
     new_ca = new_bundle.cas[certs.CLUSTER_CA]
     assert new_ca.cert_pem != bundle_from(old).cas[certs.CLUSTER_CA].cert_pem
@@ -194,4 +203,6 @@ def test_leaf_rotation_rolls_the_pods(super_client: client.ApiClient, operator_p
     after = stored_secrets(super_client)
     assert after["pki-ca"]["data"] == secrets_before["pki-ca"]["data"]
     assert after["pki-apiserver"]["data"]["tls.crt"] != secrets_before["pki-apiserver"]["data"]["tls.crt"]
-    assert checksum() != before
+    # The rotation is recorded as soon as the new certificates are stored, before the same pass
+    # applies the StatefulSet with their checksum: the roll follows, it is not simultaneous.
+    eventually(lambda: checksum() != before, 60, what="the control plane's pod template re-stamped")
