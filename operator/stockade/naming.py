@@ -99,6 +99,9 @@ KUBELET_ROLE = "stockade-kubelet"
 # In the tenant cluster, the Service that holds the virtual node's address, so no tenant Service
 # is ever given it.
 TENANT_KUBELET_SERVICE = ("kube-system", "stockade-kubelet")
+# The NetworkPolicy that lets a tenant's API server call into its own workloads (webhooks,
+# aggregated APIs, pods/proxy and services/proxy).
+POLICY_CALLOUTS = "apiserver-callouts"
 # The ServiceCIDR the operator adds to the super cluster: the pool every tenant's range comes from.
 SERVICE_POOL = "stockade-tenant-services"
 # One StatefulSet runs the control plane: one pod per replica, its components as containers that

@@ -159,7 +159,30 @@ def test_services_route_to_whole_replicas_and_peers_find_every_member() -> None:
 
 def test_network_policies() -> None:
     closed = by_kind(rendered(), "NetworkPolicy")
-    assert set(closed) == {"default-deny", "control-plane", "same-tenant", naming.DNS, naming.KUBELET}
+    assert set(closed) == {
+        "default-deny",
+        "control-plane",
+        "same-tenant",
+        naming.DNS,
+        naming.KUBELET,
+        naming.POLICY_CALLOUTS,
+    }
+    # The API server (a whole replica, not a pod of etcd alone) may call its own workloads, any port,
+    # and nowhere else; they accept it besides each other.
+    callouts = closed[naming.POLICY_CALLOUTS]["spec"]
+    assert callouts["podSelector"] == {"matchLabels": {naming.LABEL_REPLICA: "true"}}
+    assert callouts["egress"] == [{"to": [{"namespaceSelector": {"matchLabels": {
+        "kubernetes.io/metadata.name": naming.workloads_namespace("team-a")}}}]}]  # fmt: skip
+    from_ = closed["same-tenant"]["spec"]["ingress"][0]["from"]
+    assert from_ == [
+        {"podSelector": {}},
+        {
+            "namespaceSelector": {
+                "matchLabels": {"kubernetes.io/metadata.name": naming.control_plane_namespace("team-a")}
+            },
+            "podSelector": {"matchLabels": {naming.LABEL_REPLICA: "true"}},
+        },
+    ]
     assert "internet-egress" not in closed
     open_ = by_kind(rendered({"workloads": {"egress": {"internet": True}}}), "NetworkPolicy")
     blocked = open_["internet-egress"]["spec"]["egress"][0]["to"][0]["ipBlock"]["except"]
