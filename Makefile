@@ -44,7 +44,7 @@ lint: venv ## ruff and mypy
 	$(VENV)/bin/ruff format --check operator devkit tests bench
 	$(VENV)/bin/mypy
 	$(VENV)/bin/mypy bench/*.py  # the benchmarks are files, not a package of the config's
-	test -z "$$(gofmt -l images/kubelet)" || { gofmt -l images/kubelet; echo "gofmt: the files above are not formatted"; exit 1; }
+	test -z "$$(gofmt -l images/kubelet hack/testbin/kstatus)" || { gofmt -l images/kubelet hack/testbin/kstatus; echo "gofmt: the files above are not formatted"; exit 1; }
 
 go-test: ## The kubelet API's Go tests (images/kubelet)
 	cd images/kubelet && go vet ./... && go test ./...

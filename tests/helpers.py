@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from kubernetes.client.rest import ApiException
 
+from stockade_dev.testbed import find_binary
 from stockade_dev.testbed.kubectl import KubectlError
 
+# The Argo CD health check of a Tenant, shipped as an example (Lua, run by `argocd_health`).
+ARGOCD_HEALTH = Path(__file__).resolve().parents[1] / "examples" / "argocd" / "tenant-health.lua"
 # The Deployments of the control-plane layout before one pod per replica (a workload per component).
 LEGACY_DEPLOYMENTS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler")
 
@@ -27,3 +33,26 @@ def eventually(check: Callable[[], Any], timeout: float = 60.0, interval: float 
             last = error
         time.sleep(interval)
     raise AssertionError(f"{what or 'condition'} not met within {timeout}s; last result: {last!r}")
+
+
+def kstatus(*objects: Mapping[str, Any]) -> dict[str, tuple[str, str]]:
+    """What the kstatus library (hack/testbin/kstatus) computes for each object: name ->
+    (status, message), e.g. ("InProgress", …), ("Current", …), ("Failed", …)."""
+    result = subprocess.run(
+        [str(find_binary("kstatus"))], input=json.dumps(list(objects)), capture_output=True, text=True,
+        timeout=30, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    return {row["name"]: (row["status"], row["message"]) for row in rows}
+
+
+def argocd_health(obj: Mapping[str, Any]) -> tuple[str, str]:
+    """What Argo CD's health check (ARGOCD_HEALTH) says of `obj`: (status, message). Run by Lua 5.1,
+    the language level of Argo CD's interpreter (gopher-lua)."""
+    from lupa import lua51  # type: ignore[import-untyped]
+
+    lua = lua51.LuaRuntime()
+    check = lua.eval("function(obj)\n" + ARGOCD_HEALTH.read_text() + "\nend")
+    result = check(lua.table_from(json.loads(json.dumps(obj)), recursive=True))
+    return str(result["status"]), str(result["message"])

@@ -38,14 +38,20 @@ STATE_DIR = REPO_ROOT / ".stockade"
 
 
 def install_stockade(kubectl: Kubectl, *, operator_in_cluster: bool = False) -> None:
-    """Apply manifests/ (CRD, RBAC, operator, RuntimeClass, PriorityClass, admission policy). When
-    the operator runs as a process on this machine instead (same ServiceAccount, same ClusterRole),
-    the in-cluster Deployment is scaled to zero: its image is not in the local cluster, and two
-    operators must never run at once (kopf has no leader election)."""
+    """Apply manifests/ (CRD, RBAC, operator, RuntimeClass, PriorityClass, admission policy).
+
+    An operator Deployment found here keeps the replicas it had: its operators go on, and one
+    started on this machine waits behind them for the Lease (operator/stockade/leader.py). One this
+    call creates, while the operator runs as a process on this machine instead (same ServiceAccount,
+    same roles), is scaled to zero: its image is not in the local cluster."""
+    deployment = ("-n", naming.OPERATOR_NAMESPACE, "deployment/stockade-operator")
+    found = kubectl("get", *deployment, "--ignore-not-found", "-o", "jsonpath={.spec.replicas}").strip()
     kubectl("apply", "--server-side", "-k", str(REPO_ROOT / "manifests"))
     kubectl("wait", "--for=condition=Established", "crd/tenants.stockade.dev", "--timeout=60s")
-    if not operator_in_cluster:
-        kubectl("-n", naming.OPERATOR_NAMESPACE, "scale", "deployment/stockade-operator", "--replicas=0")
+    if found:
+        kubectl("scale", *deployment, f"--replicas={found}")  # as it was found
+    elif not operator_in_cluster:
+        kubectl("scale", *deployment, "--replicas=0")
 
 
 def operator_kubeconfig(kubectl: Kubectl, server_kubeconfig: dict[str, Any], target: Path) -> Path:

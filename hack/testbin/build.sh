@@ -2,7 +2,8 @@
 # Builds the pinned upstream binaries from their Go modules into a cache folder outside the
 # repository: Kubernetes and etcd (test bed and local super cluster), the previous minor's
 # control-plane binaries (images for the upgrade test), gVisor's runsc with its containerd
-# shim (the local sandbox runtime), CoreDNS, kube-router and distribution's OCI registry. A binary whose stamp matches the pinned version and module
+# shim (the local sandbox runtime), CoreDNS, kube-router, distribution's OCI registry and kstatus
+# (cli-utils' status library as a command). A binary whose stamp matches the pinned version and module
 # checksums is not rebuilt, so a warm run returns in seconds.
 #
 #   hack/testbin/build.sh            # prints the current version's bin folder on its last line
@@ -35,7 +36,7 @@ kubernetes_ldflags() {
 }
 
 started=$(date +%s)
-total=17
+total=18
 n=0
 
 # build OUT_DIR NAME MODULE_DIR PACKAGE CGO LDFLAGS [MOD_MODE]: a command; a NAME ending in .test
@@ -130,6 +131,8 @@ build "$bin_dir" registry "$here/registry" github.com/distribution/distribution/
   "-X github.com/distribution/distribution/v3/version.version=${REGISTRY_VERSION}"
 build "$bin_dir" kube-router "$here/kube-router" github.com/cloudnativelabs/kube-router/v2/cmd/kube-router 0 \
   "-X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=${KUBE_ROUTER_FORK_VERSION}"
+# The kstatus library as a command: the tests judge the Tenant's status conventions with it.
+build "$bin_dir" kstatus "$here/kstatus" stockade.dev/testbin/kstatus 0 ""
 
 previous="$here/kubernetes-previous"
 previous_ldflags=$(kubernetes_ldflags "$previous" "$PREVIOUS_KUBERNETES_VERSION")

@@ -17,6 +17,7 @@ from pathlib import Path
 from stockade import crd
 from stockade.kube import ApiError, Credentials, KubeClient
 from stockade.model import API_VERSION, KIND
+from stockade.status import STALLED
 
 PLUGIN_GROUP = "stockade.commands"
 
@@ -35,7 +36,11 @@ async def fetch_kubeconfig(tenant: str, variant: str | None) -> str:
             raise CliError(f"cannot read Tenant {tenant!r}: {error}") from None
         ref = (obj.get("status") or {}).get("kubeconfigSecretRef")
         if not ref:
-            phase = (obj.get("status") or {}).get("phase", "Pending")
+            status = obj.get("status") or {}
+            phase = status.get("phase", "Pending")
+            stalled: dict[str, str] = next((c for c in status.get("conditions") or [] if c.get("type") == STALLED), {})
+            if stalled.get("status") == "True":  # it will never have one as it stands
+                raise CliError(f"Tenant {tenant!r} has no kubeconfig and cannot get one: {stalled.get('message')}")
             raise CliError(f"Tenant {tenant!r} has no kubeconfig yet (phase {phase}); try again shortly")
         try:
             secret = await kube.get("v1", "Secret", ref["name"], ref["namespace"])

@@ -81,12 +81,17 @@ def openapi_schema(root: type[BaseModel]) -> dict[str, Any]:
     return dict(_structural(raw, raw.get("$defs", {})))
 
 
+_READY = '.status.conditions[?(@.type=="Ready")]'
+# `kubectl get tenants`: what is asked and what runs; `-o wide` adds why it is not Ready yet.
 PRINTER_COLUMNS = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
-    {"name": "Version", "type": "string", "jsonPath": ".status.version"},
-    {"name": "Ready", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Ready")].status'},
-    {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint.internal", "priority": 1},
+    {"name": "Desired", "type": "string", "jsonPath": ".spec.kubernetes.version"},
+    {"name": "Running", "type": "string", "jsonPath": ".status.version"},
+    {"name": "Ready", "type": "string", "jsonPath": f"{_READY}.status"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    {"name": "Reason", "type": "string", "jsonPath": f"{_READY}.reason", "priority": 1},
+    {"name": "Message", "type": "string", "jsonPath": f"{_READY}.message", "priority": 1},
+    {"name": "Endpoint", "type": "string", "jsonPath": ".status.endpoint.internal", "priority": 1},
 ]
 
 
@@ -96,6 +101,9 @@ def build_crd() -> dict[str, Any]:
     spec_schema["default"] = {}
     status_schema = openapi_schema(model.TenantStatus)
     status_schema["description"] = "What Stockade observed. Written only by the operator."
+    # Read before the operator's first write, a Tenant says its generation is not observed yet:
+    # kstatus (Flux, `kubectl wait`, cli-utils) then computes InProgress, not Current.
+    status_schema["default"] = {"observedGeneration": 0}
     status_schema["properties"]["conditions"]["x-kubernetes-list-type"] = "map"
     status_schema["properties"]["conditions"]["x-kubernetes-list-map-keys"] = ["type"]
     return {
@@ -132,18 +140,21 @@ def build_crd() -> dict[str, Any]:
                             "properties": {
                                 "apiVersion": {"type": "string"},
                                 "kind": {"type": "string"},
-                                "metadata": {"type": "object"},
+                                # A CRD's schema may restrict only metadata.name (and generateName);
+                                # the API server's refusal then names the field and the value.
+                                "metadata": {
+                                    "type": "object",
+                                    "properties": {
+                                        "name": {
+                                            "type": "string",
+                                            "maxLength": model.MAX_TENANT_NAME,
+                                            "pattern": model.TENANT_NAME_PATTERN,
+                                        }
+                                    },
+                                },
                                 "spec": spec_schema,
                                 "status": status_schema,
                             },
-                            "x-kubernetes-validations": [
-                                model.cel(
-                                    f"self.metadata.name.size() <= {model.MAX_TENANT_NAME} && "
-                                    f"self.metadata.name.matches('{model.TENANT_NAME_PATTERN}')",
-                                    f"metadata.name must be a DNS label of at most {model.MAX_TENANT_NAME} "
-                                    "characters starting with a letter (it names the tenant's namespaces)",
-                                )
-                            ],
                         }
                     },
                 }

@@ -12,20 +12,26 @@ import asyncio
 import logging
 import os
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 import kopf
 import prometheus_client
 
 from stockade import logs, naming
 from stockade.config import OperatorConfig
-from stockade.kube import Credentials, KubeClient
+from stockade.events import post_tenant_event
+from stockade.kube import ApiError, Credentials, KubeClient
+from stockade.leader import LeaderElector, LostLeadershipError
 from stockade.model import API_VERSION, GROUP, KIND, PLURAL, VERSION
 from stockade.reconciler import TenantReconciler
 from stockade.status import Check
 from stockade.syncer.engine import SyncerPool
 from stockade.syncer.runner import WORKLOAD_SYNC_READY, run_tenant_syncer
 
+log = logging.getLogger("stockade.handlers")
+
+# The exit code of an operator that lost its Lease.
+LOST_LEADERSHIP_EXIT = 70
 RESYNC_SECONDS = float(os.environ.get("STOCKADE_RESYNC_SECONDS", "30"))
 # How often a running syncer compares the Tenant's workloads spec with the one it started with.
 SPEC_POLL_SECONDS = 2.0
@@ -51,10 +57,25 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.level = logging.INFO
     settings.batching.error_delays = [1, 2, 5, 10, 30, 60]
     memo.reconciler = TenantReconciler(KubeClient(Credentials.from_environment()), OperatorConfig.from_env())
+    # Only the Lease holder goes on: kopf starts no watch, timer or daemon before this returns.
+    memo.elector = LeaderElector(memo.reconciler.kube, memo.reconciler.config.operator_namespace)
+    await memo.elector.acquire()
+    memo.leadership = asyncio.create_task(_lead(memo.elector), name="leadership")
     memo.pool = SyncerPool(workers=int(os.environ.get("STOCKADE_SYNC_WORKERS", "8")))
     memo.workers = asyncio.create_task(memo.pool.run(), name="syncer-workers")
     if port := os.environ.get("STOCKADE_METRICS_PORT"):
         prometheus_client.start_http_server(int(port))
+
+
+async def _lead(elector: LeaderElector) -> None:
+    """Keep the Lease; once it is lost, stop at once: another replica may be taking over, and two
+    operators must never write at the same time (in a cluster, the pod restarts as a standby)."""
+    try:
+        await elector.keep()
+    except LostLeadershipError as error:
+        log.critical("lost the leadership (%s): exiting", error)
+        logging.shutdown()
+        os._exit(LOST_LEADERSHIP_EXIT)
 
 
 @kopf.on.cleanup()
@@ -62,20 +83,31 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
     if (workers := memo.get("workers")) is not None:
         workers.cancel()
         await asyncio.gather(workers, return_exceptions=True)
+    if (leadership := memo.get("leadership")) is not None:
+        leadership.cancel()
+        await asyncio.gather(leadership, return_exceptions=True)
+        await memo.elector.release()
     if (current := memo.get("reconciler")) is not None:
         await current.kube.close()
 
 
-def _events(body: Mapping[str, Any]) -> Any:
+def _events(body: Mapping[str, Any], memo: kopf.Memo) -> Any:
+    """Where the reconciler posts Events about the Tenant `body` (see stockade.events)."""
+    current = reconciler(memo)
+    meta = dict(body["metadata"])
+    tenant = {"apiVersion": API_VERSION, "kind": KIND, "metadata": meta}
+
     async def post(event_type: str, reason: str, message: str) -> None:
-        # kopf reads only apiVersion, kind and metadata from the body; a plain mapping will do.
-        kopf.event(cast(kopf.Body, body), type=event_type, reason=reason, message=message[:1000])
+        try:
+            await post_tenant_event(current.kube, tenant, event_type, reason, message)
+        except ApiError as error:  # an Event lost is no reason to fail the pass
+            log.warning("tenant %s: cannot post event %s: %s", meta["name"], reason, error)
 
     return post
 
 
 async def _reconcile(body: kopf.Body, memo: kopf.Memo) -> None:
-    await reconciler(memo).reconcile(body["metadata"]["name"], _events(body))
+    await reconciler(memo).reconcile(body["metadata"]["name"], _events(body, memo))
 
 
 @kopf.on.create(GROUP, VERSION, PLURAL)
@@ -118,8 +150,7 @@ async def control_plane_changed(event: kopf.RawEvent, memo: kopf.Memo, **_: Any)
     if event["type"] not in ("ADDED", "MODIFIED"):
         return
     if tenant := owning_tenant(event["object"]):
-        await reconciler(memo).reconcile(tenant["name"], _events({"apiVersion": API_VERSION, "kind": KIND,
-                                                                  "metadata": tenant}))  # fmt: skip
+        await reconciler(memo).reconcile(tenant["name"], _events({"metadata": tenant}, memo))
 
 
 def owning_tenant(obj: Mapping[str, Any]) -> dict[str, str] | None:
@@ -150,7 +181,7 @@ async def sync_workloads(body: kopf.Body, name: str, memo: kopf.Memo, stopped: k
     """Runs the Tenant's syncer; restarts it (in place) when the workloads spec changes, since
     translation depends on it (quota, Pod Security level, placement, volume types), or when the
     tenant's Service range (its API server's address) does."""
-    events = _events(body)
+    events = _events(body, memo)
 
     async def report(ok: bool, message: str) -> None:
         check = Check(WORKLOAD_SYNC_READY, ok, "Syncing" if ok else "TenantAPIUnreachable", message)

@@ -77,6 +77,7 @@ _KINDS = [
         namespaced=False,
     ),
     Kind("scheduling.k8s.io/v1", "PriorityClass", "priorityclasses", namespaced=False),
+    Kind("coordination.k8s.io/v1", "Lease", "leases"),
     Kind("node.k8s.io/v1", "RuntimeClass", "runtimeclasses", namespaced=False),
     Kind(model.API_VERSION, model.KIND, model.PLURAL, namespaced=False),
     Kind("authorization.k8s.io/v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews", namespaced=False),

@@ -9,6 +9,7 @@ with the field's path and the reason.
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -21,6 +22,7 @@ from pydantic import (
     JsonValue,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
 from pydantic.alias_generators import to_camel
 
@@ -38,20 +40,47 @@ MAX_TENANT_NAME = 40
 TENANT_NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 
 VERSION_PATTERN = r"^v1\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)$"
+# Kubernetes' quantity syntax without a sign: every quantity of a Tenant is an amount, never negative.
 QUANTITY_PATTERN = (
-    r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
+    r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
 )
 _QUANTITY_RE = re.compile(QUANTITY_PATTERN)
+MAX_QUANTITY_LENGTH = 32
 EXTENDED_RESOURCE_PATTERN = r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[a-zA-Z0-9]([-a-zA-Z0-9_.]*[a-zA-Z0-9])?$"
+
+
+_SUFFIXES = {
+    **{s: Decimal(1024) ** (i + 1) for i, s in enumerate(("Ki", "Mi", "Gi", "Ti", "Pi", "Ei"))},
+    **{s: Decimal(10) ** e for s, e in (("n", -9), ("u", -6), ("m", -3), ("k", 3), ("M", 6), ("G", 9), ("T", 12),
+                                         ("P", 15), ("E", 18))},
+}  # fmt: skip
 
 
 def _quantity(value: Any) -> str:
     if isinstance(value, bool):
         raise ValueError("must be a quantity such as 500m, 2 or 4Gi, not a boolean")
     text = str(value)
+    if len(text) > MAX_QUANTITY_LENGTH:
+        raise ValueError(f"{text[:MAX_QUANTITY_LENGTH]!r}… is longer than {MAX_QUANTITY_LENGTH} characters")
+    if text.startswith("-"):
+        raise ValueError(f"{text!r} is negative; a quantity here is an amount (such as 500m, 2 or 4Gi)")
     if not _QUANTITY_RE.match(text):
         raise ValueError(f"{text!r} is not a Kubernetes quantity (such as 500m, 2 or 4Gi)")
     return text
+
+
+_AMOUNT_RE = re.compile(
+    r"^(?P<number>(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)(?P<suffix>[KMGTPE]i|[numkMGTPE])?$"
+)
+
+
+def quantity_value(text: str) -> Decimal:
+    """The amount a quantity stands for: 500m -> 0.5, 1Ki -> 1024, 1e3 -> 1000, 1E -> 10^18."""
+    match = _AMOUNT_RE.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a Kubernetes quantity (such as 500m, 2 or 4Gi)")
+    suffix = match["suffix"]
+    return Decimal(match["number"]) * (_SUFFIXES[suffix] if suffix else 1)
 
 
 def _quantity_schema() -> dict[str, Any]:
@@ -59,6 +88,8 @@ def _quantity_schema() -> dict[str, Any]:
         "x-kubernetes-int-or-string": True,
         "anyOf": [{"type": "integer"}, {"type": "string"}],
         "pattern": QUANTITY_PATTERN,
+        "maxLength": MAX_QUANTITY_LENGTH,  # bounds the cost of the CEL rules that compare quantities
+        "minimum": 0,  # the pattern checks strings only
     }
 
 
@@ -66,14 +97,27 @@ def _quantity_schema() -> dict[str, Any]:
 Quantity = Annotated[str, BeforeValidator(_quantity), WithJsonSchema(_quantity_schema())]
 
 
-def cel(rule: str, message: str, field_path: str | None = None, reason: str | None = None) -> dict[str, JsonValue]:
-    """One x-kubernetes-validations entry."""
+def cel(
+    rule: str,
+    message: str,
+    field_path: str | None = None,
+    reason: str | None = None,
+    message_expression: str | None = None,
+) -> dict[str, JsonValue]:
+    """One x-kubernetes-validations entry. `message_expression` (CEL) names the offending value;
+    `message` is what the API server says if that expression cannot be evaluated."""
     entry: dict[str, JsonValue] = {"rule": rule, "message": message}
+    if message_expression:
+        entry["messageExpression"] = message_expression
     if field_path:
         entry["fieldPath"] = field_path
     if reason:
         entry["reason"] = reason
     return entry
+
+
+def _supported_minors() -> str:
+    return ", ".join(f"1.{m}" for m in SUPPORTED_MINORS)
 
 
 class Model(BaseModel):
@@ -103,15 +147,26 @@ class KubernetesSpec(Model):
         json_schema_extra={
             "x-kubernetes-validations": [
                 cel(
+                    f"{_minor('self')} in {list(SUPPORTED_MINORS)}",
+                    f"this operator supports Kubernetes {_supported_minors()}",
+                    reason="FieldValueInvalid",
+                    message_expression=f"'Kubernetes ' + self + ' is not supported by this operator (supported: "
+                    f"{_supported_minors()})'",
+                ),
+                cel(
                     f"{_minor('self')} > {_minor('oldSelf')} || ({_minor('self')} == {_minor('oldSelf')}"
                     f" && {_patch('self')} >= {_patch('oldSelf')})",
                     "downgrades are not allowed: the version may only stay the same or go up",
                     reason="FieldValueForbidden",
+                    message_expression="'downgrades are not allowed: ' + oldSelf + ' to ' + self + "
+                    "' (the version may only stay the same or go up)'",
                 ),
                 cel(
                     f"{_minor('self')} <= {_minor('oldSelf')} + 1",
                     "upgrade one minor version at a time (e.g. v1.33.x to v1.34.x)",
                     reason="FieldValueForbidden",
+                    message_expression="'upgrade one minor version at a time: ' + oldSelf + ' to ' + self + "
+                    "' skips a minor'",
                 ),
             ]
         },
@@ -126,8 +181,9 @@ class KubernetesSpec(Model):
     def _supported(cls, version: str) -> str:
         minor = int(version.split(".")[1])
         if minor not in SUPPORTED_MINORS:
-            supported = ", ".join(f"1.{m}" for m in SUPPORTED_MINORS)
-            raise ValueError(f"Kubernetes {version} is not supported by this operator (supported: {supported})")
+            raise ValueError(
+                f"Kubernetes {version} is not supported by this operator (supported: {_supported_minors()})"
+            )
         return version
 
 
@@ -136,11 +192,42 @@ class ResourceList(Model):
     memory: Quantity | None = None
 
 
+def _not_above(low: str, high: str) -> list[Any]:
+    """CEL: for cpu and memory, `low` (e.g. requests) is at most `high` (e.g. limits) when both are set."""
+    rules: list[Any] = []
+    for resource in ("cpu", "memory"):
+        a, b = f"self.{low}.{resource}", f"self.{high}.{resource}"
+        rules.append(
+            cel(
+                f"!has({a}) || !has({b}) || quantity(string({a})).compareTo(quantity(string({b}))) <= 0",
+                f"{low}.{resource} must not exceed {high}.{resource}",
+                field_path=f".{low}.{resource}",
+                message_expression=f"'{low}.{resource} ' + string({a}) + ' exceeds {high}.{resource} ' + string({b})",
+            )
+        )
+    return rules
+
+
+def check_not_above(model: BaseModel, low: str, high: str) -> None:
+    """What `_not_above` checks at admission, for a spec that reaches the operator another way."""
+    for resource in ("cpu", "memory"):
+        a, b = getattr(getattr(model, low), resource), getattr(getattr(model, high), resource)
+        if a is not None and b is not None and quantity_value(a) > quantity_value(b):
+            raise ValueError(f"{low}.{resource} {a} exceeds {high}.{resource} {b}")
+
+
 class Resources(Model):
     """Requests and limits of one component's container."""
 
+    model_config = ConfigDict(json_schema_extra={"x-kubernetes-validations": _not_above("requests", "limits")})
+
     requests: ResourceList = Field(default_factory=ResourceList)
     limits: ResourceList = Field(default_factory=ResourceList)
+
+    @model_validator(mode="after")
+    def _requests_within_limits(self) -> Resources:
+        check_not_above(self, "requests", "limits")
+        return self
 
 
 def _resources(cpu_request: str, memory_request: str, cpu_limit: str, memory_limit: str) -> Any:
@@ -168,14 +255,30 @@ class EtcdStorage(Model):
     type: StorageType = Field(
         StorageType.PERSISTENT,
         description="PersistentVolume keeps the tenant's data across restarts; Ephemeral loses it with the pod.",
-        json_schema_extra={"x-kubernetes-validations": [cel("self == oldSelf", "etcd storage type is immutable")]},
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self == oldSelf",
+                    "etcd storage type is immutable",
+                    message_expression="'etcd storage type is immutable: ' + oldSelf + ' cannot become ' + self",
+                )
+            ]
+        },
     )
     size: Quantity = Field("2Gi", description="Size of each etcd member's volume (PersistentVolume only).")
     storage_class_name: str | None = Field(
         None,
         description="StorageClass of the etcd volumes; the cluster default when empty. Immutable.",
         max_length=253,
-        json_schema_extra={"x-kubernetes-validations": [cel("self == oldSelf", "storageClassName is immutable")]},
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "self == oldSelf",
+                    "storageClassName is immutable",
+                    message_expression="'storageClassName is immutable: ' + oldSelf + ' cannot become ' + self",
+                )
+            ]
+        },
     )
 
 
@@ -210,6 +313,8 @@ class ControlPlaneSpec(Model):
                 cel(
                     "self == oldSelf",
                     "replicas is immutable: etcd membership is fixed when the tenant is created",
+                    message_expression="'replicas is immutable: ' + (self == 3 ? '1 cannot become 3' : "
+                    "'3 cannot become 1') + ' (etcd membership is fixed when the tenant is created)'",
                 )
             ]
         },
@@ -273,12 +378,24 @@ class Quota(Model):
 class ContainerDefaults(Model):
     """Requests and limits given to tenant containers that set none (a LimitRange)."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [*_not_above("requests", "limits"), *_not_above("limits", "max")]
+        }
+    )
+
     requests: ResourceList = Field(default_factory=lambda: ResourceList(cpu="100m", memory="128Mi"))
     limits: ResourceList = Field(default_factory=lambda: ResourceList(cpu="1", memory="512Mi"))
     max: ResourceList = Field(
         default_factory=lambda: ResourceList(cpu="4", memory="8Gi"),
         description="The most one container may ask for (a LimitRange maximum on requests and limits).",
     )
+
+    @model_validator(mode="after")
+    def _defaults_within_limits_within_max(self) -> ContainerDefaults:
+        check_not_above(self, "requests", "limits")
+        check_not_above(self, "limits", "max")
+        return self
 
 
 class PodSecurityLevel(StrEnum):
@@ -361,7 +478,15 @@ Subject = Annotated[
     Field(
         min_length=1,
         max_length=253,
-        json_schema_extra={"x-kubernetes-validations": [cel("!self.startsWith('system:')", RESERVED_SUBJECT_MESSAGE)]},
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                cel(
+                    "!self.startsWith('system:')",
+                    RESERVED_SUBJECT_MESSAGE,
+                    message_expression=f"self + ': {RESERVED_SUBJECT_MESSAGE}'",
+                )
+            ]
+        },
     ),
 ]
 

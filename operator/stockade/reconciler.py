@@ -27,7 +27,6 @@ from stockade.model import (
     API_VERSION,
     KIND,
     Endpoint,
-    Phase,
     RotationStatus,
     SecretReference,
     ServiceType,
@@ -66,8 +65,33 @@ def describe_validation_error(error: ValidationError) -> str:
     parts = []
     for problem in error.errors():
         path = ".".join(str(p) for p in ("spec", *problem["loc"]))
-        parts.append(f"{path}: {problem['msg']}")
+        # A validator's own ValueError: its message alone, without pydantic's "Value error, ".
+        cause = (problem.get("ctx") or {}).get("error") if problem["type"] == "value_error" else None
+        parts.append(f"{path}: {cause if cause is not None else problem['msg']}")
     return "; ".join(parts)
+
+
+# API answers that no retry mends: the request itself is refused (invalid, forbidden, malformed).
+REFUSED_STATUSES = (400, 403, 422)
+
+
+class StalledError(Exception):
+    """A pass cannot go on until the spec or the super cluster changes."""
+
+    def __init__(self, reason: str, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+def failed_pass(error: Exception) -> st.Check:
+    """Ready=False for a pass that `error` stopped; `stalls` if retrying cannot mend it."""
+    if isinstance(error, StalledError):
+        return st.Check(st.READY, False, error.reason, str(error), stalls=True)
+    if isinstance(error, ApiError):
+        refused = error.status in REFUSED_STATUSES
+        reason = "ApplyRefused" if refused else "ApplyFailed"
+        return st.Check(st.READY, False, reason, f"the super cluster answered {error}", stalls=refused)
+    return st.Check(st.READY, False, "ReconcileFailed", str(error))
 
 
 @dataclass
@@ -124,8 +148,24 @@ class TenantReconciler:
             spec = TenantSpec.model_validate(body.get("spec") or {})
         except (ValidationError, ValueError) as error:
             message = describe_validation_error(error) if isinstance(error, ValidationError) else str(error)
-            return await self._write_failed(body, "InvalidSpec", message, events)
+            return await self._write_failed(body, st.Check(st.READY, False, "InvalidSpec", message, True), events)
 
+        try:
+            return await self._provision(body, spec, previous, events)
+        except (ApiError, StalledError, RuntimeError) as error:
+            # Told on the Tenant (Ready=False with the API's own message, and a Warning Event);
+            # what a retry may mend is raised again, so kopf retries it with a back-off.
+            check = failed_pass(error)
+            status = await self._write_failed(body, check, events)
+            if check.stalls:
+                return status
+            raise
+
+    async def _provision(
+        self, body: Mapping[str, Any], spec: TenantSpec, previous: TenantStatus, events: EventSink
+    ) -> TenantStatus:
+        meta = body["metadata"]
+        name = meta["name"]
         observed = Observed()
         effective_spec, refusal = self._version_gate(spec, previous)
         if refusal:
@@ -168,7 +208,7 @@ class TenantReconciler:
         if inp.service_range is not None:  # a Tenant from before the pool has no DNS of its own
             observed.checks.append(await self._dns_check(inp))
         if refusal:
-            observed.checks.append(st.Check("VersionAccepted", False, "UpgradeRefused", refusal))
+            observed.checks.append(st.Check("VersionAccepted", False, "UpgradeRefused", refusal, stalls=True))
         return await self._write_status(body, spec, observed, events)
 
     async def _prune(self, name: str, desired: list[dict[str, Any]]) -> None:
@@ -240,9 +280,10 @@ class TenantReconciler:
                 continue
             log.info("tenant %s: Service range %s", inp.name, block, extra=about(inp.name, "Service", namespace))
             return block
-        raise RuntimeError(
+        raise StalledError(
+            "ServiceRangesExhausted",
             f"no free Service range of /{cfg.service_prefix} left in the pool {cfg.service_pool} "
-            f"({len(taken)} taken): widen STOCKADE_TENANT_SERVICE_POOL or lengthen STOCKADE_TENANT_SERVICE_PREFIX"
+            f"({len(taken)} taken): widen STOCKADE_TENANT_SERVICE_POOL or lengthen STOCKADE_TENANT_SERVICE_PREFIX",
         )
 
     async def _ensure_service_pool(self) -> None:
@@ -417,6 +458,7 @@ class TenantReconciler:
                     False,
                     "RuntimeClassMissing",
                     f"RuntimeClass {wanted!r} does not exist in the super cluster; sandboxed pods cannot start",
+                    stalls=True,
                 )
         return st.Check(
             st.ISOLATION_READY,
@@ -500,16 +542,28 @@ class TenantReconciler:
 
     # -- status ----------------------------------------------------------------------------------
 
-    async def _write_failed(
-        self, body: Mapping[str, Any], reason: str, message: str, events: EventSink
-    ) -> TenantStatus:
+    async def _write_failed(self, body: Mapping[str, Any], ready: st.Check, events: EventSink) -> TenantStatus:
+        """A pass that could not finish: `ready` says why (Ready=False), with a Warning Event."""
         generation = body["metadata"].get("generation")
-        checks = [st.Check(st.READY, False, reason, message)]
+        checks = [ready, *st.progress_checks(ready, suspended=False)]
+        before = TenantStatus.model_validate(body.get("status") or {}).conditions
+        if not st.transitions(before, st.merge_conditions(before, [ready], generation)):
+            # A repeated failure: no condition changes (which would post it), so post it here;
+            # identical Events are counted on one (see events.post).
+            await events("Warning", ready.reason, f"{ready.type}={ready.status}: {ready.message}")
 
         def failed(previous: TenantStatus) -> TenantStatus:
+            phase = st.phase(
+                ready=False,
+                suspended=False,
+                deleting=False,
+                ever_ready=previous.version is not None,
+                spec_changed=previous.observed_generation != generation,
+                stalled=ready.stalls,
+            )
             return previous.model_copy(
                 update={
-                    "phase": Phase.FAILED,
+                    "phase": phase,
                     "observed_generation": generation,
                     "conditions": _keep_others(previous, st.merge_conditions(previous.conditions, checks, generation)),
                 }
@@ -532,15 +586,15 @@ class TenantReconciler:
 
         def observed_status(previous: TenantStatus) -> TenantStatus:
             # Conditions owned by others (the syncer's WorkloadSyncReady) are kept as they are.
-            conditions = _keep_others(
-                previous, st.merge_conditions(previous.conditions, [ready, *observed.checks], generation)
-            )
+            checks = [ready, *st.progress_checks(ready, spec.suspended), *observed.checks]
+            conditions = _keep_others(previous, st.merge_conditions(previous.conditions, checks, generation))
             phase = st.phase(
                 ready=ready.ok is True,
                 suspended=spec.suspended,
                 deleting=False,
                 ever_ready=previous.version is not None,
                 spec_changed=previous.observed_generation != generation,
+                stalled=ready.stalls,
             )
             return TenantStatus(
                 phase=phase,
@@ -602,6 +656,8 @@ class TenantReconciler:
         }
         await self.kube.patch_merge(API_VERSION, KIND, body["metadata"]["name"], patch, subresource="status")
         for condition in st.transitions(previous.conditions, new.conditions):
+            if condition.type in (st.RECONCILING, st.STALLED):
+                continue  # Ready tells the same story
             kind = "Normal" if condition.status == "True" else "Warning"
             await events(kind, condition.reason, f"{condition.type}={condition.status}: {condition.message}")
 

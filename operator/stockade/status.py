@@ -1,7 +1,9 @@
 """Conditions and phase of a Tenant (pure).
 
-Conditions have the standard Kubernetes shape; `Ready` and `observedGeneration` follow kstatus,
-so Argo CD and Flux health checks read them unchanged.
+Conditions have the standard Kubernetes shape and follow kstatus (what Flux, `kubectl wait` and
+cli-utils read): `Reconciling=True` while the control plane is not yet what the spec asks (InProgress),
+`Stalled=True` when it cannot become so until someone changes the spec or the super cluster
+(Failed), `Ready` besides; `observedGeneration` names the generation the conditions describe.
 """
 
 from __future__ import annotations
@@ -16,7 +18,9 @@ CERTIFICATES_READY = "CertificatesReady"
 CONTROL_PLANE_READY = "ControlPlaneReady"
 ISOLATION_READY = "IsolationReady"
 DNS_READY = "DNSReady"
-CONDITION_TYPES = (READY, CERTIFICATES_READY, CONTROL_PLANE_READY, ISOLATION_READY, DNS_READY)
+RECONCILING = "Reconciling"
+STALLED = "Stalled"
+CONDITION_TYPES = (READY, RECONCILING, STALLED, CERTIFICATES_READY, CONTROL_PLANE_READY, ISOLATION_READY, DNS_READY)
 
 
 def timestamp(now: datetime.datetime | None = None) -> str:
@@ -32,6 +36,8 @@ class Check:
     ok: bool | None  # None: unknown yet
     reason: str
     message: str = ""
+    # A failure no retry mends: the spec, or the super cluster, must change first.
+    stalls: bool = False
 
     @property
     def status(self) -> str:
@@ -75,13 +81,34 @@ def ready_check(checks: list[Check], suspended: bool) -> Check:
     failing = [c for c in checks if c.ok is not True]
     if not failing:
         return Check(READY, True, "Ready", "the tenant control plane is ready")
-    first = failing[0]
-    return Check(READY, False if first.ok is False else None, first.reason, f"{first.type}: {first.message}")
+    first = next((c for c in failing if c.stalls), failing[0])
+    return Check(
+        READY, False if first.ok is False else None, first.reason, f"{first.type}: {first.message}", first.stalls
+    )
 
 
-def phase(*, ready: bool, suspended: bool, deleting: bool, ever_ready: bool, spec_changed: bool) -> Phase:
+def progress_checks(ready: Check, suspended: bool) -> list[Check]:
+    """kstatus's `Reconciling` and `Stalled`, from `ready` (see `ready_check`)."""
+    if ready.stalls:
+        return [
+            Check(STALLED, True, ready.reason, ready.message),
+            Check(RECONCILING, False, "Stalled", "no progress until the spec or the super cluster changes"),
+        ]
+    not_stalled = Check(STALLED, False, "Progressing", "nothing blocks the reconciliation")
+    if suspended:
+        return [not_stalled, Check(RECONCILING, False, "Suspended", "the control plane is scaled to zero")]
+    if ready.ok is True:
+        return [not_stalled, Check(RECONCILING, False, "Reconciled", "the control plane is what the spec asks")]
+    return [not_stalled, Check(RECONCILING, True, ready.reason, ready.message)]
+
+
+def phase(
+    *, ready: bool, suspended: bool, deleting: bool, ever_ready: bool, spec_changed: bool, stalled: bool = False
+) -> Phase:
     if deleting:
         return Phase.DELETING
+    if stalled:
+        return Phase.FAILED
     if suspended:
         return Phase.SUSPENDED
     if ready:

@@ -1,20 +1,28 @@
-"""The virtual node's kubelet API (images/kubelet), with real kubectl against a tenant: logs (and -f),
-exec with stdin and an exit code, cp both ways, port-forward carrying HTTP; and its refusals: only
+"""The virtual node's kubelet API (images/kubelet), with real kubectl against a tenant: logs (and -f,
+--previous), exec with stdin and an exit code, exec -it with a terminal of the client's size, attach,
+cp both ways, port-forward carrying HTTP; and its refusals: only
 the tenant API server's kubelet-client certificate is served, and a tenant reaches only its own pods,
 whatever names it chooses."""
 
 from __future__ import annotations
 
 import base64
+import fcntl
+import os
+import pty
+import select
 import socket
 import ssl
+import struct
 import subprocess
 import tempfile
+import termios
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,6 +35,22 @@ from tests.e2e.workloads import APP_NAMESPACE, WEB, apply, pod, pods
 from tests.helpers import eventually
 
 TICKER = "i=0; while [ $i -lt 600 ]; do echo tick $i; i=$((i+1)); sleep 1; done"
+# Fails once, then runs: its previous container said "run 1", its current one "run 2".
+TWICE = "if [ -f /state/ran ]; then echo run 2; sleep 600; else touch /state/ran; echo run 1; exit 1; fi"
+# Answers each line on its stdin (what `kubectl attach -i` sends it).
+LISTENER = "echo listening; while read -r line; do echo got $line; done"
+
+
+def restarted_once() -> dict[str, Any]:
+    twice = pod("twice", TWICE, restartPolicy="Always", volumes=[{"name": "state", "emptyDir": {}}])
+    twice["spec"]["containers"][0]["volumeMounts"] = [{"name": "state", "mountPath": "/state"}]
+    return twice
+
+
+def listener() -> dict[str, Any]:
+    obj = pod("listener", LISTENER)
+    obj["spec"]["containers"][0]["stdin"] = True
+    return obj
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +67,8 @@ def gamma(stockade: Operator, super_kubectl: Kubectl, folder: Path) -> Iterator[
     apply(k, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": APP_NAMESPACE}})
     eventually(lambda: k("get", "serviceaccount", "default", "-n", APP_NAMESPACE, check=False), timeout=60,
                what="the tenant namespace's default ServiceAccount")  # fmt: skip
-    apply(k, pod("ticker", TICKER), pod("web", WEB))
-    for name in ("ticker", "web"):
+    apply(k, pod("ticker", TICKER), pod("web", WEB), restarted_once(), listener())
+    for name in ("ticker", "web", "listener"):
         k("wait", "--for=condition=Ready", f"pod/{name}", "-n", APP_NAMESPACE, "--timeout=180s", timeout=200)
     yield tenant
     super_kubectl("delete", "tenant", tenant.name, "--ignore-not-found", "--wait=false")
@@ -67,6 +91,79 @@ def test_logs_show_the_containers_output_and_follow_streams_new_lines(gamma: Ten
     out, err = process.communicate(timeout=10)
     ticks = [int(line.split()[-1]) for line in out.splitlines() if line.startswith("tick ")]
     assert len(ticks) >= 3 and ticks[-1] > before, (out, err)  # new lines arrived while following
+
+
+def test_logs_previous_shows_the_container_before_its_restart(gamma: Tenant) -> None:
+    k = gamma.kubectl
+
+    def restarted() -> bool:
+        obj = k.json("get", "pod", "twice", "-n", APP_NAMESPACE)
+        (status,) = obj.get("status", {}).get("containerStatuses") or [{}]
+        return bool(status.get("restartCount", 0) >= 1 and status.get("ready"))
+
+    eventually(restarted, timeout=120, interval=2, what="pod twice restarted once and ready")
+    assert k("logs", "twice", "-n", APP_NAMESPACE, "--previous") == "run 1\n"
+    assert k("logs", "twice", "-n", APP_NAMESPACE) == "run 2\n"  # positive control: the current one
+
+
+def in_terminal(argv: list[str], rows: int, columns: int, timeout: float = 60) -> tuple[int, str]:
+    """Run `argv` with a pseudo-terminal of `rows` x `columns` as its stdin/stdout (as a user's
+    shell would): its exit code and everything it wrote to the terminal."""
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: a terminal of the given size, then kubectl
+        fcntl.ioctl(0, termios.TIOCSWINSZ, struct.pack("HHHH", rows, columns, 0, 0))
+        os.execv(argv[0], argv)
+    output, deadline = b"", time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([fd], [], [], 1)
+            if ready:
+                try:
+                    chunk = os.read(fd, 4096)
+                except OSError:  # the child closed the terminal
+                    break
+                if not chunk:
+                    break
+                output += chunk
+        else:
+            os.kill(pid, 9)
+    finally:
+        _, status = os.waitpid(pid, 0)
+        os.close(fd)
+    return os.waitstatus_to_exitcode(status), output.decode(errors="replace")
+
+
+def test_exec_it_gives_a_terminal_of_the_clients_size(gamma: Tenant) -> None:
+    k = gamma.kubectl
+    base = [k.binary, "--kubeconfig", str(k.kubeconfig), "exec"]
+    # (`tty` cannot name a gVisor sandbox's terminal device; `test -t` and `stty` use it.)
+    script = ["--", "sh", "-c", "if [ -t 0 ]; then echo on-a-terminal; else echo no-terminal; fi; stty size; exit 4"]
+    code, said = in_terminal([*base, "-it", "ticker", "-n", APP_NAMESPACE, *script], rows=33, columns=101)
+    assert code == 4, said
+    assert "on-a-terminal" in said and "33 101" in said, said  # a terminal, resized to the client's
+    # Positive control: without -t, the same command has no terminal.
+    code, said = in_terminal([*base, "-i", "ticker", "-n", APP_NAMESPACE, *script], rows=33, columns=101)
+    assert code == 4 and "no-terminal" in said and "33 101" not in said, said
+
+
+def test_attach_carries_stdin_and_the_containers_output(gamma: Tenant) -> None:
+    k = gamma.kubectl
+    process = subprocess.Popen(
+        [k.binary, "--kubeconfig", str(k.kubeconfig), "attach", "-i", "listener", "-n", APP_NAMESPACE],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert process.stdin is not None
+    try:
+        time.sleep(5)  # the stream is set up
+        process.stdin.write("through attach\n")
+        process.stdin.flush()
+        time.sleep(5)
+    finally:
+        process.terminate()
+    out, err = process.communicate(timeout=10)
+    assert "got through attach" in out, (out, err)
+    # The line reached the container's own stdin: its log says so too.
+    assert "got through attach" in k("logs", "listener", "-n", APP_NAMESPACE)
 
 
 def test_exec_carries_stdin_and_the_exit_code(gamma: Tenant) -> None:

@@ -35,7 +35,7 @@ from tests.e2e.workloads import (
     termination_message,
     web_deployment,
 )
-from tests.helpers import eventually
+from tests.helpers import argocd_health, eventually, kstatus
 
 # Tenant labels reach super pods under Stockade's own keys (see tr.carried_label).
 SUPER_WEB = f"{tr.carried_label('app')}=web"
@@ -65,7 +65,14 @@ def beta(stockade: Operator, super_kubectl: Kubectl, folder: Path) -> Iterator[T
 
 
 def test_tenant_becomes_ready_with_its_control_plane_in_sandboxed_pods(alpha: Tenant, super_kubectl: Kubectl) -> None:
+    # Judged by the kstatus library (Flux, `kubectl wait`, cli-utils) and by Argo CD's health check
+    # (examples/argocd): in progress until Ready.
+    provisioning = alpha.get()  # created a moment ago; a control plane takes tens of seconds
+    assert kstatus(provisioning)["alpha"][0] == "InProgress", provisioning.get("status")
+    assert argocd_health(provisioning)[0] == "Progressing", provisioning.get("status")
     obj = alpha.wait_ready()
+    assert kstatus(obj)["alpha"] == ("Current", "Resource is current")
+    assert argocd_health(obj) == ("Healthy", "the tenant control plane is ready")
     assert obj["status"]["phase"] == "Ready" and obj["status"]["version"] == PREVIOUS
     items = running(pods(super_kubectl, alpha.control_plane_namespace, f"{naming.LABEL_REPLICA}=true"))
     # One sandbox per replica: every component a container of the one pod.
@@ -395,6 +402,7 @@ def test_suspend_and_resume_keep_data_and_workloads(alpha: Tenant, super_kubectl
     alpha.patch({"spec": {"suspended": True}})
     eventually(lambda: alpha.get()["status"]["phase"] == "Suspended", timeout=120, what="phase Suspended")
     eventually(lambda: not pods(super_kubectl, alpha.control_plane_namespace), timeout=120, what="control plane gone")
+    assert argocd_health(alpha.get())[0] == "Suspended"
     assert {p["metadata"]["uid"] for p in running(pods(super_kubectl, alpha.workloads_namespace, SUPER_WEB))} == before
     alpha.patch({"spec": {"suspended": False}})
     alpha.wait_ready()

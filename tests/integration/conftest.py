@@ -58,14 +58,15 @@ def service_account_kubeconfig(plane: LocalControlPlane, api: client.ApiClient, 
 class RunningOperator:
     """The operator process; restart() kills it (SIGKILL) and starts a fresh one."""
 
-    def __init__(self, plane: LocalControlPlane, kubeconfig: Path):
+    def __init__(self, plane: LocalControlPlane, kubeconfig: Path, log_name: str = "operator.log"):
         self.plane = plane
         self.kubeconfig = kubeconfig
+        self.log_name = log_name
         self.process: ManagedProcess = self._new()
 
     def _new(self) -> ManagedProcess:
         process = operator_process(
-            self.kubeconfig, self.plane.dir / "operator.log", SESSION_OWNER, resync_seconds=RESYNC_SECONDS
+            self.kubeconfig, self.plane.dir / self.log_name, SESSION_OWNER, resync_seconds=RESYNC_SECONDS
         )
         self.plane.processes.append(process)  # stopped with the plane; log shown on failure
         process.start()

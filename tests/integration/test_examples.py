@@ -27,6 +27,14 @@ def test_the_gitops_example_applies_as_a_kustomization(super_cluster: LocalContr
     assert out.count("serverside-applied (server dry run)") >= 2
 
 
+def test_the_argocd_health_check_applies_as_a_kustomization(super_cluster: LocalControlPlane) -> None:
+    kubectl(super_cluster, "apply", "--server-side", "-f", "-",
+            stdin="apiVersion: v1\nkind: Namespace\nmetadata: {name: argocd}\n")  # fmt: skip
+    out = kubectl(super_cluster, "apply", "--server-side", "--dry-run=server", "--validate=strict",
+                  "-k", str(REPO / "examples" / "argocd"))  # fmt: skip
+    assert "configmap/argocd-cm serverside-applied (server dry run)" in out
+
+
 def test_an_unknown_field_is_refused(super_cluster: LocalControlPlane) -> None:
     """Positive control: the same strict apply refuses a field the schema does not have."""
     wrong = "apiVersion: stockade.dev/v1alpha1\nkind: Tenant\nmetadata: {name: wrong}\n"

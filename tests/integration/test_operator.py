@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -23,8 +24,8 @@ from stockade.reconciler import TenantReconciler, _keep_others
 from stockade.status import Check
 from stockade.syncer.runner import WORKLOAD_SYNC_READY
 from stockade_dev.testbed import LocalControlPlane
-from tests.helpers import LEGACY_DEPLOYMENTS, eventually
-from tests.integration.conftest import REPO, RunningOperator
+from tests.helpers import LEGACY_DEPLOYMENTS, argocd_health, eventually, kstatus
+from tests.integration.conftest import REPO, RunningOperator, kubectl
 
 pytestmark = pytest.mark.integration
 GROUP, VERSION, PLURAL = "stockade.dev", "v1alpha1", "tenants"
@@ -163,7 +164,7 @@ def test_examples_create_every_object_with_the_security_settings(
         ranges.append(block)
 
         policies = {p.metadata.name: p for p in networking.list_namespaced_network_policy(cp).items}
-        assert set(policies) == {"default-deny", "control-plane", naming.DNS, naming.KUBELET}
+        assert set(policies) == {"default-deny", "control-plane", naming.DNS, naming.KUBELET, naming.POLICY_CALLOUTS}
         assert policies["default-deny"].spec.pod_selector.match_labels is None
         assert set(policies["default-deny"].spec.policy_types) == {"Ingress", "Egress"}
         peers = policies["control-plane"].spec.ingress[1]
@@ -201,19 +202,52 @@ def test_examples_create_every_object_with_the_security_settings(
     assert production["spec"] == get_tenant(super_client, "payments")["spec"]
 
 
-def test_transitions_post_events(super_client: client.ApiClient, stockade_operator: RunningOperator) -> None:
+def test_transitions_post_events_that_describe_shows(
+    super_cluster: LocalControlPlane, super_client: client.ApiClient, stockade_operator: RunningOperator
+) -> None:
     create_tenant(super_client, tenant_body("evented"))
-    uid = wait_observed(super_client, "evented")["metadata"]["uid"]
+    wait_observed(super_client, "evented")
 
-    def reasons() -> set[str]:
-        events = (
-            client.CoreV1Api(super_client)
-            .list_namespaced_event("default", field_selector=f"involvedObject.uid={uid}")
-            .items
-        )
-        return {e.reason for e in events}
+    def described() -> str | None:
+        events = kubectl(super_cluster, "describe", "tenant", "evented").split("\nEvents:")[1]
+        return events if all(reason in events for reason in ("Issued", "Enforced", "Starting")) else None
 
-    eventually(lambda: {"Issued", "Enforced", "Starting"} <= reasons(), 30, what="events")
+    eventually(described, 30, what="the Tenant's Events in kubectl describe")
+
+
+def test_kstatus_reads_a_provisioning_and_a_stalled_tenant(
+    super_cluster: LocalControlPlane, super_client: client.ApiClient, stockade_operator: RunningOperator
+) -> None:
+    """The real kstatus library (what Flux, `kubectl wait` and cli-utils use) judges the status;
+    a Ready Tenant (Current) is judged in the e2e tier, where control planes run."""
+    create_tenant(super_client, tenant_body("kst-starting"))
+    create_tenant(super_client, tenant_body("kst-stalled", {"controlPlane": {"runtimeClassName": "no-such-sandbox"}}))
+    starting = wait_observed(super_client, "kst-starting")
+
+    def stalled() -> dict[str, Any] | None:
+        obj = get_tenant(super_client, "kst-stalled")
+        return obj if (condition(obj, "Stalled") or {}).get("status") == "True" else None
+
+    failed = eventually(stalled, 60, what="a Tenant asking for a missing RuntimeClass stalled")
+    # The same Tenant with a spec change the operator has not seen yet.
+    unobserved = {
+        **starting,
+        "metadata": {**starting["metadata"], "generation": starting["metadata"]["generation"] + 1},
+    }
+    judged = kstatus(starting, failed, {**unobserved, "metadata": {**unobserved["metadata"], "name": "kst-edited"}})
+    assert judged["kst-starting"] == ("InProgress", condition(starting, "Reconciling")["message"])  # type: ignore[index]
+    assert judged["kst-stalled"][0] == "Failed"
+    assert "RuntimeClass 'no-such-sandbox' does not exist" in judged["kst-stalled"][1]
+    assert judged["kst-edited"][0] == "InProgress" and "observed generation" in judged["kst-edited"][1]
+    # Argo CD's health check (examples/argocd) reads the same states alike.
+    assert argocd_health(starting) == ("Progressing", condition(starting, "Reconciling")["message"])  # type: ignore[index]
+    assert argocd_health(failed)[0] == "Degraded" and "no-such-sandbox" in argocd_health(failed)[1]
+    assert argocd_health(unobserved)[0] == "Progressing"
+    assert failed["status"]["phase"] == "Failed"
+    assert condition(failed, "Ready")["reason"] == "RuntimeClassMissing"  # type: ignore[index]
+    # The Warning is on the Tenant, where `kubectl describe` shows it.
+    eventually(lambda: "RuntimeClassMissing" in kubectl(super_cluster, "describe", "tenant", "kst-stalled"), 30,
+               what="the stall in kubectl describe")  # fmt: skip
 
 
 def test_spec_changes_update_the_objects(super_client: client.ApiClient, stockade_operator: RunningOperator) -> None:
@@ -329,6 +363,23 @@ def test_deleting_while_provisioning(super_client: client.ApiClient, stockade_op
         ({"workloads": {"podSecurity": "privileged"}}, "spec.workloads.podSecurity: Unsupported value"),
         ({"admins": {"users": ["system:admin"]}}, "system: identities are reserved"),
         ({"suspended": "yes"}, "spec.suspended: Invalid value"),
+        # Each refusal names the field and the offending value.
+        ({"kubernetes": {"version": "v1.35.0"}}, "Kubernetes v1.35.0 is not supported by this operator"),
+        ({"kubernetes": {"version": "v1.20.0"}}, "Kubernetes v1.20.0 is not supported by this operator"),
+        ({"workloads": {"quota": {"cpu": "-1"}}}, 'spec.workloads.quota.cpu: Invalid value: "-1"'),
+        ({"workloads": {"quota": {"memory": -5}}}, "spec.workloads.quota.memory: Invalid value: -5"),
+        (
+            {"controlPlane": {"resources": {"apiServer": {"requests": {"cpu": "4"}, "limits": {"cpu": 1}}}}},
+            'spec.controlPlane.resources.apiServer.requests.cpu: Invalid value: "object": requests.cpu 4 exceeds '
+            "limits.cpu 1",
+        ),
+        (
+            {"workloads": {"containerDefaults": {"limits": {"memory": "16Gi"}}}},
+            'spec.workloads.containerDefaults.limits.memory: Invalid value: "object": limits.memory 16Gi exceeds '
+            "max.memory 8Gi",
+        ),
+        ({"workloads": {"quota": {"extended": {"gpu!": 1}}}}, "spec.workloads.quota.extended: Invalid value"),
+        ({"admins": {"users": ["system:admin"]}}, "system:admin: system: identities are reserved"),
     ],
 )
 def test_invalid_specs_are_refused_at_admission(
@@ -337,23 +388,35 @@ def test_invalid_specs_are_refused_at_admission(
     with pytest.raises(ApiException) as refused:
         create_tenant(super_client, tenant_body("invalid", spec))
     assert refused.value.status == 422
-    assert fragment in refused.value.body
+    assert fragment in json.loads(refused.value.body)["message"]
 
 
-def test_tenant_names_are_checked(super_client: client.ApiClient) -> None:
+@pytest.mark.parametrize(
+    ("name", "fragment"),
+    [
+        ("x" * 41, "metadata.name: Too long: may not be more than 40 bytes"),
+        ("Team-A", 'metadata.name: Invalid value: "Team-A"'),
+        ("team_a", 'metadata.name: Invalid value: "team_a"'),
+    ],
+)
+def test_tenant_names_are_checked(super_client: client.ApiClient, name: str, fragment: str) -> None:
     with pytest.raises(ApiException) as refused:
-        create_tenant(super_client, tenant_body("x" * 41))
-    assert "at most 40 characters" in refused.value.body
+        create_tenant(super_client, tenant_body(name))
+    assert refused.value.status == 422
+    assert fragment in json.loads(refused.value.body)["message"]
 
 
 @pytest.mark.parametrize(
     ("update", "fragment"),
     [
-        ({"kubernetes": {"version": "v1.33.0"}}, "downgrades are not allowed"),
-        ({"kubernetes": {"version": "v1.34.3"}}, "downgrades are not allowed"),
-        ({"kubernetes": {"version": "v1.36.0"}}, "one minor version at a time"),
-        ({"controlPlane": {"replicas": 3}}, "replicas is immutable"),
-        ({"controlPlane": {"etcd": {"storage": {"type": "Ephemeral"}}}}, "etcd storage type is immutable"),
+        ({"kubernetes": {"version": "v1.33.0"}}, "downgrades are not allowed: v1.34.4 to v1.33.0"),
+        ({"kubernetes": {"version": "v1.34.3"}}, "downgrades are not allowed: v1.34.4 to v1.34.3"),
+        ({"kubernetes": {"version": "v1.36.0"}}, "one minor version at a time: v1.34.4 to v1.36.0"),
+        ({"controlPlane": {"replicas": 3}}, "replicas is immutable: 1 cannot become 3"),
+        (
+            {"controlPlane": {"etcd": {"storage": {"type": "Ephemeral"}}}},
+            "etcd storage type is immutable: PersistentVolume cannot become Ephemeral",
+        ),
     ],
 )
 def test_forbidden_changes_are_refused(super_client: client.ApiClient, update: dict[str, Any], fragment: str) -> None:
@@ -365,14 +428,25 @@ def test_forbidden_changes_are_refused(super_client: client.ApiClient, update: d
     with pytest.raises(ApiException) as refused:
         patch_tenant(super_client, name, {"spec": update})
     assert refused.value.status == 422
-    assert fragment in refused.value.body
+    assert fragment in json.loads(refused.value.body)["message"]
 
 
 def test_invalid_spec_reaching_the_operator_is_reported(
-    super_client: client.ApiClient, stockade_operator: RunningOperator
+    super_cluster: LocalControlPlane, super_client: client.ApiClient, stockade_operator: RunningOperator
 ) -> None:
-    # Valid for the schema, but this operator cannot run Kubernetes 1.35.
-    create_tenant(super_client, tenant_body("too-new", {"kubernetes": {"version": "v1.35.0"}}))
+    """Admission refuses Kubernetes 1.35 (above); a CRD of an earlier release may not, and the
+    operator still refuses it, saying why, and stalls (it cannot be mended by retrying)."""
+    crd = f"{PLURAL}.{GROUP}"
+    version_rules = ("/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties/kubernetes/properties/"
+                     "version/x-kubernetes-validations/0")  # fmt: skip
+    kubectl(
+        super_cluster, "patch", "crd", crd, "--type=json", "-p", json.dumps([{"op": "remove", "path": version_rules}])
+    )
+    try:
+        eventually(lambda: create_tenant(super_client, tenant_body("too-new", {"kubernetes": {"version": "v1.35.0"}})),
+                   30, what="the older CRD admitting v1.35.0")  # fmt: skip
+    finally:
+        kubectl(super_cluster, "apply", "--server-side", "--force-conflicts", "-k", str(REPO / "crds"))
 
     def reported() -> dict[str, Any] | None:
         ready = condition(get_tenant(super_client, "too-new"), "Ready")
@@ -380,8 +454,14 @@ def test_invalid_spec_reaching_the_operator_is_reported(
 
     ready = eventually(reported, 60, what="InvalidSpec reported")
     assert ready["status"] == "False"
-    assert "spec.kubernetes.version" in ready["message"] and "not supported" in ready["message"]
-    assert get_tenant(super_client, "too-new")["status"]["phase"] == "Failed"
+    assert ready["message"] == (
+        "spec.kubernetes.version: Kubernetes v1.35.0 is not supported by this operator (supported: 1.33, 1.34)"
+    )
+    tenant = get_tenant(super_client, "too-new")
+    assert tenant["status"]["phase"] == "Failed"
+    assert condition(tenant, "Stalled")["status"] == "True"  # type: ignore[index]
+    assert kstatus(tenant)["too-new"][0] == "Failed"
+    assert argocd_health(tenant)[0] == "Degraded"
     assert gone(lambda: client.CoreV1Api(super_client).read_namespace(naming.control_plane_namespace("too-new")))
     # The operator keeps serving the others.
     create_tenant(super_client, tenant_body("after-invalid"))

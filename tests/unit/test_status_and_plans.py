@@ -8,10 +8,10 @@ from pydantic import ValidationError
 from stockade import certificates as certs
 from stockade import pki
 from stockade import status as st
-from stockade.kube import KINDS, Credentials
+from stockade.kube import KINDS, ApiError, Credentials
 from stockade.kubeconfig import build_kubeconfig
 from stockade.model import Condition, Phase, TenantSpec, TenantStatus
-from stockade.reconciler import TenantReconciler, describe_validation_error
+from stockade.reconciler import StalledError, TenantReconciler, describe_validation_error, failed_pass
 
 NAMES = certs.ServingNames(apiserver_dns=("kubernetes",), apiserver_ips=("10.0.0.1",))
 
@@ -86,6 +86,55 @@ def test_validation_errors_name_the_field() -> None:
     with pytest.raises(ValidationError) as error:
         TenantSpec.model_validate({"workloads": {"quota": {"pods": "many"}}})
     assert describe_validation_error(error.value).startswith("spec.workloads.quota.pods: ")
+    # A validator's own message, without pydantic's prefix.
+    with pytest.raises(ValidationError) as error:
+        TenantSpec.model_validate({"kubernetes": {"version": "v1.35.0"}})
+    assert describe_validation_error(error.value) == (
+        "spec.kubernetes.version: Kubernetes v1.35.0 is not supported by this operator (supported: 1.33, 1.34)"
+    )
+
+
+def test_stalled_and_reconciling_follow_kstatus() -> None:
+    starting = st.ready_check([st.Check("ControlPlaneReady", False, "Starting", "0/1 ready")], suspended=False)
+    stalled, reconciling = st.progress_checks(starting, suspended=False)
+    assert (stalled.status, reconciling.status, reconciling.reason) == ("False", "True", "Starting")
+    # A failure that no retry mends wins over one still in progress, and stops the reconciling.
+    checks = [
+        st.Check("ControlPlaneReady", False, "Starting", "0/1 ready"),
+        st.Check("IsolationReady", False, "RuntimeClassMissing", "no kata", stalls=True),
+    ]
+    ready = st.ready_check(checks, suspended=False)
+    assert (ready.reason, ready.stalls) == ("RuntimeClassMissing", True)
+    stalled, reconciling = st.progress_checks(ready, suspended=False)
+    assert (stalled.status, stalled.reason, stalled.message) == (
+        "True",
+        "RuntimeClassMissing",
+        "IsolationReady: no kata",
+    )
+    assert reconciling.status == "False"
+    done = st.progress_checks(st.ready_check([], suspended=False), suspended=False)
+    assert [c.status for c in done] == ["False", "False"]
+    suspended = st.progress_checks(st.ready_check([], suspended=True), suspended=True)
+    assert [(c.status, c.reason) for c in suspended] == [("False", "Progressing"), ("False", "Suspended")]
+    assert st.phase(ready=False, suspended=False, deleting=False, ever_ready=True, spec_changed=False,
+                    stalled=True) == Phase.FAILED  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("error", "reason", "stalls"),
+    [
+        (ApiError(422, {"message": "spec.x: Invalid value"}, "PATCH", "/apis/apps/v1/x"), "ApplyRefused", True),
+        (ApiError(403, {"message": "forbidden"}, "PATCH", "/api/v1/x"), "ApplyRefused", True),
+        (ApiError(409, {"message": "conflict"}, "PATCH", "/api/v1/x"), "ApplyFailed", False),
+        (ApiError(503, "unavailable", "PATCH", "/api/v1/x"), "ApplyFailed", False),
+        (StalledError("ServiceRangesExhausted", "no free range"), "ServiceRangesExhausted", True),
+        (RuntimeError("ServiceCIDR not Ready"), "ReconcileFailed", False),
+    ],
+)
+def test_a_failed_pass_says_why_and_whether_a_retry_can_mend_it(error: Exception, reason: str, stalls: bool) -> None:
+    check = failed_pass(error)
+    assert (check.type, check.status, check.reason, check.stalls) == ("Ready", "False", reason, stalls)
+    assert str(error) in check.message  # the API's own message
 
 
 def test_plan_pki_keeps_good_certificates_and_reissues_for_reasons() -> None:

@@ -24,10 +24,11 @@ PASSWD = (
     f"root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:{NONROOT_UID}:{NONROOT_UID}:nonroot:/home/nonroot:/sbin/nologin\n"
 )
 GROUP = f"root:x:0:\nnonroot:x:{NONROOT_UID}:\n"
-# tar: `kubectl cp`.
+# tar: `kubectl cp`; stty: `kubectl exec -it`.
 BUSYBOX_APPLETS = (
     "sh", "cat", "date", "echo", "env", "grep", "hostname", "httpd", "id", "kill", "ls", "nc",
-    "nslookup", "printf", "ps", "seq", "sleep", "tar", "test", "timeout", "true", "wget",
+    "nslookup", "printf", "ps", "seq", "sleep", "stty", "tar", "test", "timeout", "touch", "true",
+    "wget",
 )  # fmt: skip
 
 

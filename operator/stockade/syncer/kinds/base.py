@@ -16,6 +16,7 @@ import logging
 from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
+from stockade import events
 from stockade.kube import ApiError, KubeClient
 from stockade.logs import about
 from stockade.naming import ANNOTATION_UID
@@ -162,27 +163,9 @@ class Sides:
         self._told.pop(uid, None)
 
     async def tenant_event(self, obj: Mapping[str, Any], event_type: str, reason: str, message: str) -> None:
-        meta = obj["metadata"]
-        stamp = now_iso()
-        event = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
-            "involvedObject": {
-                "apiVersion": obj.get("apiVersion", "v1"),
-                "kind": obj.get("kind", "Pod"),
-                "name": meta["name"],
-                "namespace": meta["namespace"],
-                "uid": meta["uid"],
-            },
-            "type": event_type,
-            "reason": reason,
-            "message": message[:1024],
-            "source": {"component": "stockade-syncer"},
-            "firstTimestamp": stamp,
-            "lastTimestamp": stamp,
-            "count": 1,
-        }
+        involved = events.reference({"apiVersion": "v1", "kind": "Pod", **obj})
+        namespace = obj["metadata"]["namespace"]
+        event = events.core_event(involved, event_type, reason, message, "stockade-syncer", namespace=namespace)
         try:
             await self.tenant_api.create(event)
         except ApiError as error:
