@@ -17,7 +17,7 @@ from typing import Any
 import kopf
 import prometheus_client
 
-from stockade import logs, naming
+from stockade import logs, metrics, naming
 from stockade.config import OperatorConfig
 from stockade.events import post_tenant_event
 from stockade.kube import ApiError, Credentials, KubeClient
@@ -57,14 +57,15 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.level = logging.INFO
     settings.batching.error_delays = [1, 2, 5, 10, 30, 60]
     memo.reconciler = TenantReconciler(KubeClient(Credentials.from_environment()), OperatorConfig.from_env())
+    if port := os.environ.get("STOCKADE_METRICS_PORT"):  # a standby too: it reports stockade_leader 0
+        prometheus_client.start_http_server(int(port))
     # Only the Lease holder goes on: kopf starts no watch, timer or daemon before this returns.
     memo.elector = LeaderElector(memo.reconciler.kube, memo.reconciler.config.operator_namespace)
     await memo.elector.acquire()
+    metrics.LEADER.set(1)
     memo.leadership = asyncio.create_task(_lead(memo.elector), name="leadership")
     memo.pool = SyncerPool(workers=int(os.environ.get("STOCKADE_SYNC_WORKERS", "8")))
     memo.workers = asyncio.create_task(memo.pool.run(), name="syncer-workers")
-    if port := os.environ.get("STOCKADE_METRICS_PORT"):
-        prometheus_client.start_http_server(int(port))
 
 
 async def _lead(elector: LeaderElector) -> None:
@@ -87,6 +88,7 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
         leadership.cancel()
         await asyncio.gather(leadership, return_exceptions=True)
         await memo.elector.release()
+        metrics.LEADER.set(0)
     if (current := memo.get("reconciler")) is not None:
         await current.kube.close()
 

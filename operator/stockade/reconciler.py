@@ -18,7 +18,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from stockade import certificates as certs
-from stockade import naming, render, tenant_rbac
+from stockade import metrics, naming, render, tenant_rbac
 from stockade import status as st
 from stockade.config import OperatorConfig
 from stockade.kube import ApiError, Credentials, KubeClient
@@ -27,6 +27,7 @@ from stockade.model import (
     API_VERSION,
     KIND,
     Endpoint,
+    Phase,
     RotationStatus,
     SecretReference,
     ServiceType,
@@ -133,7 +134,10 @@ class TenantReconciler:
             body = await self.kube.get_or_none(API_VERSION, KIND, name)
             if body is None:
                 return None
-            return await self._reconcile(body, events)
+            with metrics.timed_pass() as timing:
+                status = await self._reconcile(body, events)
+                timing["result"] = "stalled" if status.phase == Phase.FAILED else "ok"
+            return status
 
     async def _reconcile(self, body: Mapping[str, Any], events: EventSink) -> TenantStatus:
         meta = body["metadata"]
@@ -544,6 +548,7 @@ class TenantReconciler:
 
     async def _write_failed(self, body: Mapping[str, Any], ready: st.Check, events: EventSink) -> TenantStatus:
         """A pass that could not finish: `ready` says why (Ready=False), with a Warning Event."""
+        metrics.RECONCILE_ERRORS.labels(ready.reason).inc()
         generation = body["metadata"].get("generation")
         checks = [ready, *st.progress_checks(ready, suspended=False)]
         before = TenantStatus.model_validate(body.get("status") or {}).conditions
@@ -631,6 +636,7 @@ class TenantReconciler:
             new = compute(previous)
             try:
                 await self._patch_status(body, previous, new, events)
+                metrics.observe_status(body["metadata"]["name"], new)
                 return new
             except ApiError as error:
                 if error.status != 409 or attempts == STATUS_WRITE_ATTEMPTS:
@@ -689,6 +695,7 @@ class TenantReconciler:
                     await self.kube.delete("v1", "Namespace", namespace, uid=existing["metadata"]["uid"])
                 return f"waiting for namespace {namespace} to be deleted"
         self._locks.pop(name, None)
+        metrics.forget(name)
         return None
 
 

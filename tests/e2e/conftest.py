@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import threading
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -22,6 +23,7 @@ from stockade import naming
 from stockade_dev.localcluster.cluster import KUBELET_IMAGE, NETGATE_IMAGE
 from stockade_dev.localcluster.node import Layout
 from stockade_dev.testbed import ManagedProcess
+from stockade_dev.testbed.controlplane import free_port
 from stockade_dev.testbed.kubectl import Kubectl
 from stockade_dev.testbed.operator_process import operator_process
 from stockade_dev.testbed.pytest_plugin import SESSION_OWNER
@@ -65,16 +67,22 @@ class Operator:
     def __init__(self, kubeconfig: Path, log: Path, super_kubectl: Kubectl):
         self.kubeconfig, self.log, self.super_kubectl = kubeconfig, log, super_kubectl
         self.in_cluster = IN_CLUSTER
+        self.metrics_port = free_port()
         self.process = self._start()
 
     def _start(self) -> ManagedProcess:
         process = operator_process(
             self.kubeconfig, self.log, SESSION_OWNER, resync_seconds=5, runtime_class=RUNTIME_CLASS,
-            netgate_image=NETGATE_IMAGE, kubelet_image=KUBELET_IMAGE,
+            netgate_image=NETGATE_IMAGE, kubelet_image=KUBELET_IMAGE, metrics_port=self.metrics_port,
         )  # fmt: skip
         if not self.in_cluster:
             process.start()
         return process
+
+    def metrics(self) -> str:
+        """What the host operator's metrics endpoint serves (Prometheus text format)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as response:
+            return str(response.read().decode())
 
     def restart(self) -> None:
         if self.in_cluster:

@@ -4,6 +4,7 @@ its own least-privileged ServiceAccount (so the ClusterRole in manifests/ is wha
 from __future__ import annotations
 
 import subprocess
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from kubernetes import client, config
 
 from stockade.kubeconfig import build_kubeconfig
 from stockade_dev.testbed import LocalControlPlane, ManagedProcess, find_binary
+from stockade_dev.testbed.controlplane import free_port
 from stockade_dev.testbed.operator_process import operator_process
 from stockade_dev.testbed.pytest_plugin import SESSION_OWNER
 
@@ -62,12 +64,14 @@ class RunningOperator:
         self.plane = plane
         self.kubeconfig = kubeconfig
         self.log_name = log_name
+        self.metrics_port = free_port()
         self.process: ManagedProcess = self._new()
 
     def _new(self) -> ManagedProcess:
         process = operator_process(
-            self.kubeconfig, self.plane.dir / self.log_name, SESSION_OWNER, resync_seconds=RESYNC_SECONDS
-        )
+            self.kubeconfig, self.plane.dir / self.log_name, SESSION_OWNER, resync_seconds=RESYNC_SECONDS,
+            metrics_port=self.metrics_port,
+        )  # fmt: skip
         self.plane.processes.append(process)  # stopped with the plane; log shown on failure
         process.start()
         return process
@@ -82,6 +86,11 @@ class RunningOperator:
 
     def log(self) -> str:
         return self.process.log_tail(400)
+
+    def metrics(self) -> str:
+        """What the operator's metrics endpoint serves (Prometheus text format)."""
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as response:
+            return str(response.read().decode())
 
 
 @pytest.fixture(scope="module")

@@ -215,6 +215,28 @@ def test_transitions_post_events_that_describe_shows(
     eventually(described, 30, what="the Tenant's Events in kubectl describe")
 
 
+def test_the_operator_exports_its_metrics(super_client: client.ApiClient, stockade_operator: RunningOperator) -> None:
+    create_tenant(super_client, tenant_body("metered"))
+    wait_observed(super_client, "metered")
+
+    def exported() -> str | None:
+        text = stockade_operator.metrics()
+        return text if 'stockade_tenant_phase{phase="Provisioning",tenant="metered"} 1.0' in text else None
+
+    text = eventually(exported, 30, what="the Tenant's phase in the operator's metrics")
+    assert 'stockade_tenant_phase{phase="Ready",tenant="metered"} 0.0' in text
+    assert 'stockade_tenant_condition{status="True",tenant="metered",type="CertificatesReady"} 1.0' in text
+    assert 'stockade_reconcile_seconds_count{result="ok"}' in text and "stockade_leader 1.0" in text
+    expiry = next(
+        line for line in text.splitlines() if line.startswith('stockade_certificate_expiry_seconds{tenant="metered"}')
+    )
+    assert float(expiry.split()[-1]) > 300 * 86400  # a year's certificates, issued a moment ago
+    custom(super_client).delete_cluster_custom_object(GROUP, VERSION, PLURAL, "metered")
+    eventually(
+        lambda: 'tenant="metered"' not in stockade_operator.metrics(), 120, what="a deleted Tenant's series gone"
+    )
+
+
 def test_kstatus_reads_a_provisioning_and_a_stalled_tenant(
     super_cluster: LocalControlPlane, super_client: client.ApiClient, stockade_operator: RunningOperator
 ) -> None:

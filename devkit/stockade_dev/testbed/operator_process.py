@@ -17,6 +17,7 @@ def operator_process(
     runtime_class: str = "kata",
     netgate_image: str | None = None,
     kubelet_image: str | None = None,
+    metrics_port: int | None = None,
 ) -> ManagedProcess:
     """`kopf run -m stockade.handlers` as a ManagedProcess (not started yet)."""
     argv = [
@@ -33,4 +34,6 @@ def operator_process(
         env["STOCKADE_NETGATE_IMAGE"] = netgate_image
     if kubelet_image:
         env["STOCKADE_KUBELET_IMAGE"] = kubelet_image
+    if metrics_port:
+        env["STOCKADE_METRICS_PORT"] = str(metrics_port)
     return ManagedProcess("stockade-operator", argv, log_path, owner, env=env)
