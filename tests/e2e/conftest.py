@@ -20,9 +20,8 @@ import pytest
 import yaml
 
 from stockade import naming
-from stockade_dev.localcluster.cluster import KUBELET_IMAGE, NETGATE_IMAGE
+from stockade_dev.localcluster.cluster import KUBELET_IMAGE, NETGATE_IMAGE, import_operator_image
 from stockade_dev.localcluster.node import Layout
-from stockade_dev.testbed import ManagedProcess
 from stockade_dev.testbed.controlplane import free_port
 from stockade_dev.testbed.kubectl import Kubectl
 from stockade_dev.testbed.operator_process import operator_process
@@ -35,8 +34,15 @@ RUNTIME_CLASS = os.environ.get("STOCKADE_E2E_RUNTIME_CLASS", "gvisor")
 # The runtime the sandbox RuntimeClass resolves to in containerd (gVisor's shim on the local cluster).
 SANDBOX_RUNTIME = os.environ.get("STOCKADE_E2E_SANDBOX_RUNTIME", "io.containerd.runsc.v1")
 READY_TIMEOUT = 420.0
-# kind: the operator runs in the cluster (the host cannot reach Service IPs there).
-IN_CLUSTER = os.environ.get("STOCKADE_E2E_OPERATOR") == "in-cluster"
+# The operator runs in the cluster as manifests/ deploy it (the default), or, with
+# STOCKADE_E2E_OPERATOR=process, as a process on this machine (faster to iterate on).
+IN_CLUSTER = os.environ.get("STOCKADE_E2E_OPERATOR", "in-cluster") == "in-cluster"
+RESYNC_SECONDS = 5
+OPERATOR_SELECTOR = "app.kubernetes.io/name=stockade-operator"
+OPERATOR_DEPLOYMENT = ("-n", naming.OPERATOR_NAMESPACE, "deployment/stockade-operator")
+OPERATOR_METRICS = "stockade-operator-metrics"
+OPERATOR_METRICS_PORT = 9090  # manifests/operator.yaml
+OPERATOR_REPLICAS = 2
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -59,54 +65,125 @@ def super_kubectl(super_kubeconfig: Path) -> Kubectl:
 
 
 class Operator:
-    """The operator as a host process; `restart()` SIGKILLs it and starts a fresh one.
-
-    With STOCKADE_E2E_OPERATOR=in-cluster (kind) the operator is the Deployment of manifests/
-    instead, and `restart()` force-deletes its pod."""
+    """The operator as the Deployment of manifests/ (2 replicas, one leading), from its image built
+    on this machine (`operator_image`) and imported into the local super cluster; `restart()` kills
+    the leading pod. With STOCKADE_E2E_OPERATOR=process it is a process on this machine instead
+    (same ServiceAccount), and `restart()` SIGKILLs it and starts a fresh one. On kind the image is
+    loaded by e2e/kind/up."""
 
     def __init__(self, kubeconfig: Path, log: Path, super_kubectl: Kubectl):
         self.kubeconfig, self.log, self.super_kubectl = kubeconfig, log, super_kubectl
         self.in_cluster = IN_CLUSTER
-        self.metrics_port = free_port()
-        self.process = self._start()
-
-    def _start(self) -> ManagedProcess:
-        process = operator_process(
-            self.kubeconfig, self.log, SESSION_OWNER, resync_seconds=5, runtime_class=RUNTIME_CLASS,
+        self.metrics_port = OPERATOR_METRICS_PORT if IN_CLUSTER else free_port()
+        self.process = operator_process(
+            self.kubeconfig, self.log, SESSION_OWNER, resync_seconds=RESYNC_SECONDS, runtime_class=RUNTIME_CLASS,
             netgate_image=NETGATE_IMAGE, kubelet_image=KUBELET_IMAGE, metrics_port=self.metrics_port,
         )  # fmt: skip
-        if not self.in_cluster:
-            process.start()
-        return process
+        self.start()
 
-    def metrics(self) -> str:
-        """What the host operator's metrics endpoint serves (Prometheus text format)."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as response:
+    # -- the Deployment ----------------------------------------------------------------------
+
+    def _pods(self) -> list[dict[str, Any]]:
+        found = self.super_kubectl.json("get", "pods", "-n", naming.OPERATOR_NAMESPACE, "-l", OPERATOR_SELECTOR)
+        return list(found["items"])
+
+    def leader_pod(self) -> dict[str, Any]:
+        """The pod holding the Lease (its identity starts with the pod's host name)."""
+
+        def holder() -> dict[str, Any] | None:
+            lease = self.super_kubectl.json("get", "lease", "-n", naming.OPERATOR_NAMESPACE, "stockade-operator")
+            identity = lease["spec"].get("holderIdentity") or ""
+            return next((p for p in self._pods() if identity.startswith(f"{p['metadata']['name']}_")
+                         and p.get("status", {}).get("podIP")), None)  # fmt: skip
+
+        return eventually(holder, timeout=90, interval=1, what="an operator pod holding the Lease")
+
+    def _rolled_out(self) -> None:
+        self.super_kubectl("rollout", "status", *OPERATOR_DEPLOYMENT, "--timeout=300s", timeout=320)
+
+    # -- what tests use ----------------------------------------------------------------------
+
+    def metrics(self, via_service: bool = False) -> str:
+        """What the leading operator's metrics endpoint serves (Prometheus text format); with
+        `via_service`, what the Service stockade-operator-metrics answers (either replica)."""
+        if not self.in_cluster:
+            host = "127.0.0.1"
+        elif via_service:
+            service = self.super_kubectl.json("get", "service", "-n", naming.OPERATOR_NAMESPACE, OPERATOR_METRICS)
+            host = service["spec"]["clusterIP"]
+        else:
+            host = self.leader_pod()["status"]["podIP"]
+        with urllib.request.urlopen(f"http://{host}:{self.metrics_port}/metrics", timeout=10) as response:
             return str(response.read().decode())
 
+    def log_text(self) -> str:
+        """The operator's log: the process's file, or every operator pod's container log."""
+        if not self.in_cluster:
+            return self.process.log_path.read_text()
+        return "\n".join(
+            self.super_kubectl("logs", "-n", naming.OPERATOR_NAMESPACE, p["metadata"]["name"], check=False)
+            for p in self._pods()
+        )
+
+    def log_tail(self, lines: int) -> str:
+        if not self.in_cluster:
+            return self.process.log_tail(lines)
+        try:
+            return "\n".join(self.log_text().splitlines()[-lines:])
+        except Exception as error:  # a diagnostic must never hide the failure it explains
+            return f"not read: {error!r}"
+
+    def running(self) -> bool:
+        if not self.in_cluster:
+            return self.process.running()
+        replicas = self.super_kubectl("get", *OPERATOR_DEPLOYMENT, "-o", "jsonpath={.spec.replicas}").strip()
+        return replicas not in ("", "0")
+
     def restart(self) -> None:
+        """Kill the operator: the leading pod (the other replica takes over), or the process."""
         if self.in_cluster:
+            name = self.leader_pod()["metadata"]["name"]
             self.super_kubectl(
-                "delete", "pod", "-n", naming.OPERATOR_NAMESPACE, "-l", "app.kubernetes.io/name=stockade-operator",
-                "--grace-period=0", "--force",
-            )  # fmt: skip
+                "delete", "pod", "-n", naming.OPERATOR_NAMESPACE, name, "--grace-period=0", "--force", check=False
+            )
             return
         self.process.stop(grace=0)
-        self.process = self._start()
+        self.start()
 
     def stop(self) -> None:
-        self.process.stop()
+        if not self.in_cluster:
+            self.process.stop()
+            return
+        self.super_kubectl("scale", *OPERATOR_DEPLOYMENT, "--replicas=0")
+        eventually(lambda: not self._pods(), timeout=120, interval=1, what="no operator pod left")
 
     def start(self) -> None:
-        """Start it again after `stop()`."""
-        self.process = self._start()
+        """Start it (again after `stop()`)."""
+        if not self.in_cluster:
+            self.process = operator_process(
+                self.kubeconfig, self.log, SESSION_OWNER, resync_seconds=RESYNC_SECONDS, runtime_class=RUNTIME_CLASS,
+                netgate_image=NETGATE_IMAGE, kubelet_image=KUBELET_IMAGE, metrics_port=self.metrics_port,
+            )  # fmt: skip
+            self.process.start()
+            return
+        self.super_kubectl("scale", *OPERATOR_DEPLOYMENT, f"--replicas={OPERATOR_REPLICAS}")
+        self._rolled_out()
 
 
 @pytest.fixture(scope="session")
 def stockade(
     super_kubectl: Kubectl, super_kubeconfig: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Operator]:
+    local = super_kubeconfig.resolve() == Layout.from_env().kubeconfig.resolve()
+    if IN_CLUSTER and local:
+        import_operator_image(Layout.from_env(), out=lambda line: print(line, flush=True))
     install_stockade(super_kubectl, operator_in_cluster=IN_CLUSTER)
+    if IN_CLUSTER and local:  # this cluster's runtime and images (kind's are the manifests' defaults)
+        super_kubectl(
+            "set", "env", *OPERATOR_DEPLOYMENT,
+            f"STOCKADE_RUNTIME_CLASS={RUNTIME_CLASS}", f"STOCKADE_RESYNC_SECONDS={RESYNC_SECONDS}",
+            f"STOCKADE_NETGATE_IMAGE={NETGATE_IMAGE}", f"STOCKADE_KUBELET_IMAGE={KUBELET_IMAGE}",
+        )  # fmt: skip
     folder = tmp_path_factory.mktemp("operator")
     kubeconfig = operator_kubeconfig(super_kubectl, yaml.safe_load(super_kubeconfig.read_text()), folder / "kubeconfig")
     operator = Operator(kubeconfig, folder / "operator.log", super_kubectl)
@@ -150,7 +227,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     funcargs = getattr(item, "funcargs", {})
     operator, super_kubectl = funcargs.get("stockade"), funcargs.get("super_kubectl")
     if report.failed and isinstance(operator, Operator):
-        report.sections.append(("operator log (tail)", operator.process.log_tail(80)))
+        report.sections.append(("operator log (tail)", operator.log_tail(80)))
     if report.failed and isinstance(super_kubectl, Kubectl):
         try:
             report.sections.append(("tenant control planes in the super cluster", control_plane_state(super_kubectl)))

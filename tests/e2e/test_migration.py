@@ -52,8 +52,6 @@ def install_rbac(super_kubectl: Kubectl, release: Path) -> None:
 @pytest.fixture(scope="module")
 def elder(stockade: Operator, super_kubectl: Kubectl, legacy_release: Path, tmp_path_factory: pytest.TempPathFactory
           ) -> Iterator[tuple[Tenant, ManagedProcess]]:  # fmt: skip
-    if stockade.in_cluster:
-        pytest.skip("the migration test pauses the operator: it must run as a host process")
     folder = tmp_path_factory.mktemp("elder")
     legacy = ManagedProcess(
         "stockade-legacy-operator",
@@ -72,7 +70,7 @@ def elder(stockade: Operator, super_kubectl: Kubectl, legacy_release: Path, tmp_
     finally:
         legacy.stop()
         install_rbac(super_kubectl, REPO)
-        if not stockade.process.running():
+        if not stockade.running():
             stockade.start()
         super_kubectl("delete", "tenant", NAME, "--ignore-not-found", "--wait=false")
 

@@ -11,6 +11,7 @@ import functools
 import json
 import os
 import shutil
+import socket
 import subprocess
 import time
 import urllib.error
@@ -23,7 +24,7 @@ import yaml
 from stockade import certificates as certs
 from stockade import pki
 from stockade.config import ETCD_IMAGE_TAGS
-from stockade_dev.localcluster import host, images, registry
+from stockade_dev.localcluster import host, images, operator_image, registry
 from stockade_dev.localcluster import node as n
 from stockade_dev.testbed.binaries import (
     REPO_ROOT,
@@ -86,6 +87,15 @@ def check_prerequisites() -> None:
     for name in ("kubelet", "kube-proxy", "kube-router", "runsc", "containerd-shim-runsc-v1", "coredns", "registry"):
         find_binary(name)
     find_binary("kube-apiserver", previous_testbin_dir())
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("0.0.0.0", n.APISERVER_PORT))
+        except OSError as error:
+            raise LocalClusterError(
+                f"port {n.APISERVER_PORT} is taken ({error.strerror}): the local super cluster's API server "
+                "serves there"
+            ) from error
 
 
 def _minor(version: str) -> int:
@@ -109,6 +119,27 @@ def image_specs(pause: Path, netgate: Path, kubelet: Path) -> list[images.ImageS
         images.ImageSpec(NETGATE_IMAGE, {"/netgate": netgate}, entrypoint=("/netgate",)),
         images.ImageSpec(KUBELET_IMAGE, {"/kubelet": kubelet}, entrypoint=("/kubelet",)),
     ]
+
+
+def ctr(layout: n.Layout, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    """`ctr` against the local cluster's containerd, in the namespace the kubelet uses."""
+    result = subprocess.run(
+        ["ctr", "--address", str(layout.containerd_socket), "--namespace", "k8s.io", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    if check and result.returncode != 0:
+        raise LocalClusterError(f"ctr {' '.join(args)} failed: {result.stderr.strip()}")
+    return result
+
+
+def import_operator_image(layout: n.Layout, out: Callable[[str], None] = print) -> str:
+    """Build the operator's image (cached, see `operator_image`) and import it into the local
+    cluster under the name manifests/operator.yaml runs; return that name."""
+    archive = operator_image.build(cache_root() / "images", out)
+    ctr(layout, "images", "import", "--no-unpack=false", str(archive))
+    return operator_image.reference()
 
 
 def static_binary(source: Path, target: Path) -> Path:
@@ -199,6 +230,7 @@ class SuperCluster:
             allow_privileged=True,
             root=layout.state,
             host_ip=ip,
+            apiserver_port=n.APISERVER_PORT,
             service_cidr=n.SERVICE_CIDR,
             # Only for its deleter: volumes of the pool are removed when their claim is deleted.
             extra_controller_manager_args=["--enable-hostpath-provisioner=true"],
@@ -270,15 +302,7 @@ class SuperCluster:
         self._wait(lambda: self._ctr("version", check=False).returncode == 0, 30, "containerd answering", "containerd")
 
     def _ctr(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            ["ctr", "--address", str(self.layout.containerd_socket), "--namespace", "k8s.io", *args],
-            capture_output=True,
-            text=True,
-            timeout=600,
-        )
-        if check and result.returncode != 0:
-            raise LocalClusterError(f"ctr {' '.join(args)} failed: {result.stderr.strip()}")
-        return result
+        return ctr(self.layout, *args, check=check)
 
     def _import_images(self) -> None:
         cache = cache_root() / "images"

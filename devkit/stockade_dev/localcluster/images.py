@@ -109,6 +109,14 @@ def image_config(spec: ImageSpec, layer_digest: str) -> dict[str, Any]:
     }
 
 
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
+
+
 def write_oci_archive(spec: ImageSpec, target: Path) -> Path:
     """Write `spec` as an OCI image layout tar at `target` (atomically) and return it."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -116,57 +124,57 @@ def write_oci_archive(spec: ImageSpec, target: Path) -> Path:
         layer_path = Path(tmp) / "layer.tar"
         with layer_path.open("wb") as out:
             _write_layer(spec, out)
-        digest = hashlib.sha256()
-        with layer_path.open("rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
-        layer_digest = "sha256:" + digest.hexdigest()
-        config_digest, config = _blob(json.dumps(image_config(spec, layer_digest), sort_keys=True).encode())
-        manifest = {
-            "schemaVersion": 2,
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "config": {
-                "mediaType": "application/vnd.oci.image.config.v1+json",
-                "digest": config_digest,
-                "size": len(config),
-            },
-            "layers": [
-                {
-                    "mediaType": "application/vnd.oci.image.layer.v1.tar",
-                    "digest": layer_digest,
-                    "size": layer_path.stat().st_size,
-                }
-            ],
-        }
-        manifest_digest, manifest_bytes = _blob(json.dumps(manifest, sort_keys=True).encode())
-        index = {
-            "schemaVersion": 2,
-            "manifests": [
-                {
-                    "mediaType": manifest["mediaType"],
-                    "digest": manifest_digest,
-                    "size": len(manifest_bytes),
-                    "annotations": {
-                        "io.containerd.image.name": spec.reference,
-                        "org.opencontainers.image.ref.name": spec.reference.rsplit(":", 1)[1],
-                    },
-                }
-            ],
-        }
-        partial = target.with_suffix(".partial")
-        with tarfile.open(partial, "w") as archive:
+        return pack_layers(spec.reference, [layer_path], image_config(spec, file_digest(layer_path)), target)
 
-            def add(name: str, data: bytes) -> None:
-                info = tarfile.TarInfo(name)
-                info.size = len(data)
-                archive.addfile(info, io.BytesIO(data))
 
-            add("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
-            add("index.json", json.dumps(index).encode())
-            add(f"blobs/sha256/{config_digest[7:]}", config)
-            add(f"blobs/sha256/{manifest_digest[7:]}", manifest_bytes)
-            archive.add(layer_path, f"blobs/sha256/{layer_digest[7:]}")
-        partial.replace(target)
+def pack_layers(reference: str, layers: list[Path], config: dict[str, Any], target: Path) -> Path:
+    """Write an OCI image layout tar at `target` (atomically): the uncompressed layer tars
+    `layers` (bottom first) under `config` (whose rootfs.diff_ids are theirs), named `reference`."""
+    config_digest, config_bytes = _blob(json.dumps(config, sort_keys=True).encode())
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "digest": config_digest,
+            "size": len(config_bytes),
+        },
+        "layers": [
+            {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": digest, "size": layer.stat().st_size}
+            for layer, digest in zip(layers, config["rootfs"]["diff_ids"], strict=True)
+        ],
+    }
+    manifest_digest, manifest_bytes = _blob(json.dumps(manifest, sort_keys=True).encode())
+    index = {
+        "schemaVersion": 2,
+        "manifests": [
+            {
+                "mediaType": manifest["mediaType"],
+                "digest": manifest_digest,
+                "size": len(manifest_bytes),
+                "annotations": {
+                    "io.containerd.image.name": reference,
+                    "org.opencontainers.image.ref.name": reference.rsplit(":", 1)[1],
+                },
+            }
+        ],
+    }
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".partial")
+    with tarfile.open(partial, "w") as archive:
+
+        def add(name: str, data: bytes) -> None:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+
+        add("oci-layout", b'{"imageLayoutVersion":"1.0.0"}')
+        add("index.json", json.dumps(index).encode())
+        add(f"blobs/sha256/{config_digest[7:]}", config_bytes)
+        add(f"blobs/sha256/{manifest_digest[7:]}", manifest_bytes)
+        for layer, digest in zip(layers, config["rootfs"]["diff_ids"], strict=True):
+            archive.add(layer, f"blobs/sha256/{digest[7:]}")
+    partial.replace(target)
     return target
 
 

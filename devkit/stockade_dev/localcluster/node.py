@@ -17,6 +17,9 @@ POD_CIDR = "10.244.0.0/24"
 CLUSTER_CIDR = "10.244.0.0/16"
 SERVICE_CIDR = "10.0.0.0/24"
 DNS_SERVICE_IP = "10.0.0.10"
+# The super API server's port, as kubeadm and kind serve it: what the operator's NetworkPolicy
+# (manifests/operator.yaml) lets it reach, here as on a real cluster.
+APISERVER_PORT = 6443
 BRIDGE = "stk0"
 # The nftables table that keeps every pod's traffic on this machine (`egress_fence`).
 FENCE_TABLE = ("inet", "stockade_fence")

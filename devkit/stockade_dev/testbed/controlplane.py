@@ -56,9 +56,11 @@ class LocalControlPlane:
         host_ip: str | None = None,
         service_cidr: str = SERVICE_CIDR,
         extra_controller_manager_args: list[str] | None = None,
+        apiserver_port: int | None = None,
     ):
         """`host_ip`: serve the API server on all addresses and advertise this one, so pods on a
-        real node reach it through the `kubernetes` Service (the default is loopback only)."""
+        real node reach it through the `kubernetes` Service (the default is loopback only).
+        `apiserver_port`: its port (default: a free one)."""
         self.name = name
         self.owner = owner or uuid.uuid4().hex
         self.with_controller_manager = controller_manager
@@ -85,7 +87,7 @@ class LocalControlPlane:
         )
         self.etcd_port = free_port()
         self.etcd_peer_port = free_port()
-        self.apiserver_port = free_port()
+        self.apiserver_port = apiserver_port or free_port()
         self.processes: list[ManagedProcess] = []
 
     # -- files ------------------------------------------------------------------------------
