@@ -15,7 +15,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import kopf
-import prometheus_client
 
 from stockade import logs, metrics, naming
 from stockade.config import OperatorConfig
@@ -57,10 +56,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.level = logging.INFO
     settings.batching.error_delays = [1, 2, 5, 10, 30, 60]
     memo.reconciler = TenantReconciler(KubeClient(Credentials.from_environment()), OperatorConfig.from_env())
-    if port := os.environ.get("STOCKADE_METRICS_PORT"):  # a standby too: it reports stockade_leader 0
-        prometheus_client.start_http_server(int(port))
-    # Only the Lease holder goes on: kopf starts no watch, timer or daemon before this returns.
     memo.elector = LeaderElector(memo.reconciler.kube, memo.reconciler.config.operator_namespace)
+    if port := os.environ.get("STOCKADE_METRICS_PORT"):  # a standby too: stockade_leader 0, and live
+        metrics.serve(int(port), lambda: memo.elector.heartbeat)
+    # Only the Lease holder goes on: kopf starts no watch, timer or daemon before this returns.
     await memo.elector.acquire()
     metrics.LEADER.set(1)
     memo.leadership = asyncio.create_task(_lead(memo.elector), name="leadership")

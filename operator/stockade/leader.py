@@ -87,12 +87,17 @@ class LeaderElector:
         self.namespace = namespace
         self.me = me or identity()
         self.duration = duration
+        # When the election loop last went round (leading or waiting), by the monotonic clock:
+        # the liveness endpoint (metrics.serve) reads it from its own thread to see that the
+        # event loop is not stuck.
+        self.heartbeat = time.monotonic()
 
     async def acquire(self) -> None:
         """Return once this process holds the Lease (waiting as long as another holds it)."""
         sighting: Sighting | None = None
         told = None
         while True:
+            self.heartbeat = time.monotonic()
             lease = await self.kube.get_or_none("coordination.k8s.io/v1", "Lease", LEASE, self.namespace)
             if lease is None:
                 if await self._create():
@@ -115,6 +120,7 @@ class LeaderElector:
         renewed = time.monotonic()
         while True:
             await asyncio.sleep(RENEW_EVERY)
+            self.heartbeat = time.monotonic()
             try:
                 current = await self.kube.get("coordination.k8s.io/v1", "Lease", LEASE, self.namespace)
                 holder = (current.get("spec") or {}).get("holderIdentity")

@@ -1,5 +1,6 @@
 """Prometheus metrics of the operator (served with the syncer's, stockade.syncer.metrics, on
-$STOCKADE_METRICS_PORT; in a cluster, through the Service stockade-system/stockade-operator-metrics).
+$STOCKADE_METRICS_PORT; in a cluster, through the Service stockade-system/stockade-operator-metrics),
+and its liveness endpoint on the same port.
 
 Per-Tenant series follow kube-state-metrics' style: one series per possible value, 1 for the
 current one (`sum by (phase) (stockade_tenant_phase)` counts Tenants by phase)."""
@@ -7,11 +8,13 @@ current one (`sum by (phase) (stockade_tenant_phase)` counts Tenants by phase)."
 from __future__ import annotations
 
 import datetime
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, generate_latest
 
 from stockade.model import Phase, TenantStatus
 
@@ -34,6 +37,45 @@ CERTIFICATE_EXPIRY = Gauge(
 LEADER = Gauge("stockade_leader", "1 while this operator process holds the leader Lease")
 
 STATUSES = ("True", "False", "Unknown")
+# /healthz fails once the event loop has not gone round for this long (the leader election beats
+# every few seconds, leading or waiting): longer than the leader's renewal deadline, so a slow API
+# server makes the leader step down before its liveness fails.
+STALE_AFTER = 30.0
+
+
+def serve(port: int, heartbeat: Callable[[], float], host: str = "0.0.0.0") -> ThreadingHTTPServer:
+    """Serve /metrics (Prometheus text format) and /healthz on `port`, from a thread of its own, so
+    that a stuck event loop is seen: /healthz answers 503 once `heartbeat()` (a time.monotonic()
+    value) is older than STALE_AFTER. A standby is live too: the probe must not kill a replica that
+    waits for the Lease (kopf's own liveness endpoint starts only once start-up is over)."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?")[0]
+            if path == "/metrics":
+                self._answer(200, generate_latest(), CONTENT_TYPE_LATEST)
+            elif path == "/healthz":
+                age = time.monotonic() - heartbeat()
+                live = age < STALE_AFTER
+                text = f"{'ok' if live else 'stuck'}: the event loop last went round {age:.0f} s ago\n"
+                self._answer(200 if live else 503, text.encode(), "text/plain; charset=utf-8")
+            else:
+                self._answer(404, b"not found: /metrics, /healthz\n", "text/plain; charset=utf-8")
+
+        def _answer(self, code: int, body: bytes, content_type: str) -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass  # probes and scrapes every few seconds: not worth a log line each
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="metrics-server", daemon=True).start()
+    return server
 
 
 @contextmanager

@@ -4,6 +4,7 @@ its own least-privileged ServiceAccount (so the ClusterRole in manifests/ is wha
 from __future__ import annotations
 
 import subprocess
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -91,6 +92,14 @@ class RunningOperator:
         """What the operator's metrics endpoint serves (Prometheus text format)."""
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as response:
             return str(response.read().decode())
+
+    def health(self) -> int:
+        """The HTTP status of its liveness endpoint (what the Deployment's probe reads)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/healthz", timeout=10) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as error:
+            return int(error.code)
 
 
 @pytest.fixture(scope="module")

@@ -60,6 +60,7 @@ def test_two_operators_never_reconcile_at_once_and_the_standby_takes_over(
     first, second = operators
     eventually(lambda: "waiting for the leadership" in second.log(), 30, what="the second operator standing by")
     assert "stockade_leader 1.0" in first.metrics() and "stockade_leader 0.0" in second.metrics()
+    assert first.health() == 200 and second.health() == 200  # a waiting replica is live: no probe kills it
     for tenant in TENANTS:
         create_tenant(super_client, tenant_body(tenant))
     for tenant in TENANTS:

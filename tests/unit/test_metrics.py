@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import time
+import urllib.error
+import urllib.request
+
 from prometheus_client import REGISTRY
 
 from stockade import metrics
@@ -37,3 +41,28 @@ def test_a_pass_is_timed_by_its_result() -> None:
     except RuntimeError:
         pass
     assert sample("stockade_reconcile_seconds_count", result="failed") == failed + 1
+
+
+def test_the_liveness_endpoint_fails_once_the_event_loop_stops_beating() -> None:
+    beat = {"at": time.monotonic()}
+    server = metrics.serve(0, lambda: beat["at"], host="127.0.0.1")
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+
+    def get(path: str) -> tuple[int, str]:
+        try:
+            with urllib.request.urlopen(url + path, timeout=5) as response:
+                return int(response.status), response.read().decode()
+        except urllib.error.HTTPError as error:
+            return int(error.code), error.read().decode()
+
+    try:
+        assert get("/healthz")[0] == 200  # beating
+        code, text = get("/metrics")
+        assert code == 200 and "stockade_leader" in text
+        beat["at"] = time.monotonic() - metrics.STALE_AFTER - 1
+        code, text = get("/healthz")
+        assert code == 503 and text.startswith("stuck"), text
+        assert get("/other")[0] == 404
+    finally:
+        server.shutdown()
+        server.server_close()
