@@ -37,16 +37,36 @@ from stockade_dev.testbed.operator_process import operator_process
 STATE_DIR = REPO_ROOT / ".stockade"
 
 
-def install_stockade(kubectl: Kubectl, *, operator_in_cluster: bool = False) -> None:
+def install_stockade(
+    kubectl: Kubectl, *, operator_in_cluster: bool = False, operator_env: dict[str, str] | None = None
+) -> None:
     """Apply manifests/ (CRD, RBAC, operator, RuntimeClass, PriorityClass, admission policy).
 
     An operator Deployment found here keeps the replicas it had: its operators go on, and one
     started on this machine waits behind them for the Lease (operator/stockade/leader.py). One this
     call creates, while the operator runs as a process on this machine instead (same ServiceAccount,
-    same roles), is scaled to zero: its image is not in the local cluster."""
+    same roles), is scaled to zero: its image is not in the local cluster. `operator_env` sets the
+    in-cluster operator's environment in the same apply (a kustomize overlay), so the next apply of
+    manifests/ by the same manager meets no conflict."""
     deployment = ("-n", naming.OPERATOR_NAMESPACE, "deployment/stockade-operator")
     found = kubectl("get", *deployment, "--ignore-not-found", "-o", "jsonpath={.spec.replicas}").strip()
-    kubectl("apply", "--server-side", "-k", str(REPO_ROOT / "manifests"))
+    with tempfile.TemporaryDirectory(prefix="stockade-install-") as overlay:
+        source = REPO_ROOT / "manifests"
+        if operator_env:
+            container = {"name": "operator", "env": [{"name": k, "value": v} for k, v in operator_env.items()]}
+            patch = {
+                "apiVersion": "apps/v1",
+                "kind": "Deployment",
+                "metadata": {"name": "stockade-operator", "namespace": naming.OPERATOR_NAMESPACE},
+                "spec": {"template": {"spec": {"containers": [container]}}},
+            }
+            kustomization = {
+                "resources": [os.path.relpath(source, overlay)],  # kustomize takes no absolute path
+                "patches": [{"patch": yaml.safe_dump(patch)}],
+            }
+            Path(overlay, "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+            source = Path(overlay)
+        kubectl("apply", "--server-side", "-k", str(source))
     kubectl("wait", "--for=condition=Established", "crd/tenants.stockade.dev", "--timeout=60s")
     if found:
         kubectl("scale", *deployment, f"--replicas={found}")  # as it was found

@@ -177,13 +177,11 @@ def stockade(
     local = super_kubeconfig.resolve() == Layout.from_env().kubeconfig.resolve()
     if IN_CLUSTER and local:
         import_operator_image(Layout.from_env(), out=lambda line: print(line, flush=True))
-    install_stockade(super_kubectl, operator_in_cluster=IN_CLUSTER)
-    if IN_CLUSTER and local:  # this cluster's runtime and images (kind's are the manifests' defaults)
-        super_kubectl(
-            "set", "env", *OPERATOR_DEPLOYMENT,
-            f"STOCKADE_RUNTIME_CLASS={RUNTIME_CLASS}", f"STOCKADE_RESYNC_SECONDS={RESYNC_SECONDS}",
-            f"STOCKADE_NETGATE_IMAGE={NETGATE_IMAGE}", f"STOCKADE_KUBELET_IMAGE={KUBELET_IMAGE}",
-        )  # fmt: skip
+    environment = {  # this cluster's runtime and images (on kind, the manifests' defaults hold)
+        "STOCKADE_RUNTIME_CLASS": RUNTIME_CLASS, "STOCKADE_RESYNC_SECONDS": str(RESYNC_SECONDS),
+        "STOCKADE_NETGATE_IMAGE": NETGATE_IMAGE, "STOCKADE_KUBELET_IMAGE": KUBELET_IMAGE,
+    }  # fmt: skip
+    install_stockade(super_kubectl, operator_in_cluster=IN_CLUSTER, operator_env=environment if local else None)
     folder = tmp_path_factory.mktemp("operator")
     kubeconfig = operator_kubeconfig(super_kubectl, yaml.safe_load(super_kubeconfig.read_text()), folder / "kubeconfig")
     operator = Operator(kubeconfig, folder / "operator.log", super_kubectl)

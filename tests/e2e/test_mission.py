@@ -71,7 +71,7 @@ def test_tenant_becomes_ready_with_its_control_plane_in_sandboxed_pods(alpha: Te
     assert kstatus(provisioning)["alpha"][0] == "InProgress", provisioning.get("status")
     assert argocd_health(provisioning)[0] == "Progressing", provisioning.get("status")
     obj = alpha.wait_ready()
-    assert kstatus(obj)["alpha"] == ("Current", "Resource is current")
+    assert kstatus(obj)["alpha"] == ("Current", "Resource is Ready")  # cli-utils: the Ready condition holds
     assert argocd_health(obj) == ("Healthy", "the tenant control plane is ready")
     assert obj["status"]["phase"] == "Ready" and obj["status"]["version"] == PREVIOUS
     items = running(pods(super_kubectl, alpha.control_plane_namespace, f"{naming.LABEL_REPLICA}=true"))

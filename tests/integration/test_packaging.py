@@ -126,3 +126,7 @@ def test_the_operator_image_built_here_is_the_dockerfiles_and_runs(tmp_path: Pat
         f"/{operator_image.SITE_PACKAGES.format(minor=minor)}/stockade/"
     )
     assert run("id", "-u") == f"{user.split(':')[0]}\n"  # positive control: it ran as the image's user
+    # The user has a name, as the Dockerfile's useradd gives it (kopf asks getpass for it at start).
+    uid = re.search(r"^RUN useradd --uid (\d+) .* (\S+)$", dockerfile, re.MULTILINE)
+    assert uid and uid.group(1) == user.split(":")[0]
+    assert run("python3", "-c", "import getpass; print(getpass.getuser())") == f"{uid.group(2)}\n"

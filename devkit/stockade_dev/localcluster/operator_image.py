@@ -32,6 +32,12 @@ DEBIAN_SUITE = "bookworm"
 DEBIAN_MIRROR = "http://deb.debian.org/debian"
 # `essential` is dpkg's Essential set (a shell, coreutils, libc); python3 and the CA bundle on top.
 DEBIAN_PACKAGES = ("python3", "ca-certificates")
+# The image's user, with a name as the Dockerfile's `useradd` gives it: Python's getpass (which kopf
+# calls) fails for a uid /etc/passwd does not know.
+USER_ENTRIES = {
+    "etc/passwd": f"nonroot:x:{images.NONROOT_UID}:{images.NONROOT_UID}::/nonexistent:/usr/sbin/nologin",
+    "etc/group": f"nonroot:x:{images.NONROOT_UID}:",
+}
 # Debian's python3 reads /usr/local's packages here (python:3.11-slim's own build reads site-packages).
 SITE_PACKAGES = "usr/local/lib/python{minor}/dist-packages"
 # The sources the second layer is built from: its fingerprint changes when one of them does.
@@ -121,8 +127,9 @@ def project_fingerprint(root: Path = REPO_ROOT) -> str:
 
 
 def base_layer(cache: Path, out: Callable[[str], None]) -> Path:
-    """The Debian layer (cached: it changes only with the suite and the package list)."""
-    target = cache / f"operator-base-{DEBIAN_SUITE}-{_digest_of(DEBIAN_SUITE, *DEBIAN_PACKAGES)}.tar"
+    """The Debian layer (cached: it changes only with the suite, the package list and the user)."""
+    digest = _digest_of(DEBIAN_SUITE, *DEBIAN_PACKAGES, *USER_ENTRIES.values())
+    target = cache / f"operator-base-{DEBIAN_SUITE}-{digest}.tar"
     if target.exists():
         return target
     if shutil.which("mmdebstrap") is None:
@@ -134,6 +141,7 @@ def base_layer(cache: Path, out: Callable[[str], None]) -> Path:
         [
             "mmdebstrap", "--quiet", "--variant=essential", f"--include={','.join(DEBIAN_PACKAGES)}",
             "--skip=output/dev", *(f"--dpkgopt=path-exclude=/usr/share/{d}/*" for d in excluded),
+            *(f"--customize-hook=echo '{line}' >> \"$1/{path}\"" for path, line in USER_ENTRIES.items()),
             DEBIAN_SUITE, str(partial), DEBIAN_MIRROR,
         ],
         check=True, timeout=900, env={**os.environ, "SOURCE_DATE_EPOCH": "0"},
@@ -208,4 +216,6 @@ def build(cache: Path, out: Callable[[str], None] = print) -> Path:
     target = cache / f"{safe}-{_digest_of(*(p.name for p in layers))}.tar"
     if not target.exists():
         images.pack_layers(name, layers, image_config(spec, [images.file_digest(p) for p in layers]), target)
+    for stale in {*cache.glob("operator-*.tar"), *cache.glob(f"{safe}-*.tar")} - {*layers, target}:
+        stale.unlink(missing_ok=True)  # earlier builds: ~200 MB each
     return target
