@@ -137,7 +137,10 @@ def test_exec_it_gives_a_terminal_of_the_clients_size(gamma: Tenant) -> None:
     k = gamma.kubectl
     base = [k.binary, "--kubeconfig", str(k.kubeconfig), "exec"]
     # (`tty` cannot name a gVisor sandbox's terminal device; `test -t` and `stty` use it.)
-    script = ["--", "sh", "-c", "if [ -t 0 ]; then echo on-a-terminal; else echo no-terminal; fi; stty size; exit 4"]
+    # The client's size arrives on the resize stream once the command runs (as with any kubelet):
+    # until then the terminal is 0x0 and `stty size` fails, so it asks again, 10 times at most.
+    script = ["--", "sh", "-c", "if [ -t 0 ]; then echo on-a-terminal; else echo no-terminal; fi; "
+              "for i in 1 2 3 4 5 6 7 8 9 10; do stty size 2>/dev/null && break; sleep 0.3; done; exit 4"]  # fmt: skip
     code, said = in_terminal([*base, "-it", "ticker", "-n", APP_NAMESPACE, *script], rows=33, columns=101)
     assert code == 4, said
     assert "on-a-terminal" in said and "33 101" in said, said  # a terminal, resized to the client's
