@@ -83,7 +83,7 @@ class Operator:
 
     # -- the Deployment ----------------------------------------------------------------------
 
-    def _pods(self) -> list[dict[str, Any]]:
+    def pods(self) -> list[dict[str, Any]]:
         found = self.super_kubectl.json("get", "pods", "-n", naming.OPERATOR_NAMESPACE, "-l", OPERATOR_SELECTOR)
         return list(found["items"])
 
@@ -93,7 +93,7 @@ class Operator:
         def holder() -> dict[str, Any] | None:
             lease = self.super_kubectl.json("get", "lease", "-n", naming.OPERATOR_NAMESPACE, "stockade-operator")
             identity = lease["spec"].get("holderIdentity") or ""
-            return next((p for p in self._pods() if identity.startswith(f"{p['metadata']['name']}_")
+            return next((p for p in self.pods() if identity.startswith(f"{p['metadata']['name']}_")
                          and p.get("status", {}).get("podIP")), None)  # fmt: skip
 
         return eventually(holder, timeout=90, interval=1, what="an operator pod holding the Lease")
@@ -122,7 +122,7 @@ class Operator:
             return self.process.log_path.read_text()
         return "\n".join(
             self.super_kubectl("logs", "-n", naming.OPERATOR_NAMESPACE, p["metadata"]["name"], check=False)
-            for p in self._pods()
+            for p in self.pods()
         )
 
     def log_tail(self, lines: int) -> str:
@@ -155,7 +155,7 @@ class Operator:
             self.process.stop()
             return
         self.super_kubectl("scale", *OPERATOR_DEPLOYMENT, "--replicas=0")
-        eventually(lambda: not self._pods(), timeout=120, interval=1, what="no operator pod left")
+        eventually(lambda: not self.pods(), timeout=120, interval=1, what="no operator pod left")
 
     def start(self) -> None:
         """Start it (again after `stop()`)."""

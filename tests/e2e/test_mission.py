@@ -122,6 +122,14 @@ def test_the_operator_exports_tenant_and_syncer_metrics(alpha: Tenant, stockade:
     assert synced and sum(float(line.split()[-1]) for line in synced) >= 3, synced  # at least the 3 pods
     if stockade.in_cluster:  # what Prometheus scrapes: the Service, either replica
         assert "stockade_leader " in stockade.metrics(via_service=True)
+        # Both replicas up for minutes, one leading, and the waiting one never killed by its
+        # liveness probe (it fails after 10 + 3 x 10 s): no container restarted.
+        replicas = stockade.pods()
+        assert len(replicas) == 2 and stockade.leader_pod()["metadata"]["name"] in {
+            p["metadata"]["name"] for p in replicas
+        }
+        restarts = {p["metadata"]["name"]: p["status"]["containerStatuses"][0]["restartCount"] for p in replicas}
+        assert set(restarts.values()) == {0}, restarts
 
 
 def test_tenant_pod_reaches_its_api_server_with_its_own_token(alpha: Tenant) -> None:
