@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -56,3 +58,12 @@ def argocd_health(obj: Mapping[str, Any]) -> tuple[str, str]:
     check = lua.eval("function(obj)\n" + ARGOCD_HEALTH.read_text() + "\nend")
     result = check(lua.table_from(json.loads(json.dumps(obj)), recursive=True))
     return str(result["status"]), str(result["message"])
+
+
+def http_get(url: str, timeout: float = 10) -> tuple[int, str]:
+    """(status, body) of a plain GET, an error status included (e.g. a metrics or health endpoint)."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return int(response.status), response.read().decode()
+    except urllib.error.HTTPError as error:
+        return int(error.code), error.read().decode()

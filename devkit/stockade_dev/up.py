@@ -35,6 +35,7 @@ from stockade_dev.testbed.kubectl import Kubectl, KubectlError, Step
 from stockade_dev.testbed.operator_process import operator_process
 
 STATE_DIR = REPO_ROOT / ".stockade"
+OPERATOR_DEPLOYMENT = ("-n", naming.OPERATOR_NAMESPACE, "deployment/stockade-operator")  # kubectl arguments
 
 
 def install_stockade(
@@ -48,8 +49,7 @@ def install_stockade(
     same roles), is scaled to zero: its image is not in the local cluster. `operator_env` sets the
     in-cluster operator's environment in the same apply (a kustomize overlay), so the next apply of
     manifests/ by the same manager meets no conflict."""
-    deployment = ("-n", naming.OPERATOR_NAMESPACE, "deployment/stockade-operator")
-    found = kubectl("get", *deployment, "--ignore-not-found", "-o", "jsonpath={.spec.replicas}").strip()
+    found = kubectl("get", *OPERATOR_DEPLOYMENT, "--ignore-not-found", "-o", "jsonpath={.spec.replicas}").strip()
     with tempfile.TemporaryDirectory(prefix="stockade-install-") as overlay:
         source = REPO_ROOT / "manifests"
         if operator_env:
@@ -69,9 +69,9 @@ def install_stockade(
         kubectl("apply", "--server-side", "-k", str(source))
     kubectl("wait", "--for=condition=Established", "crd/tenants.stockade.dev", "--timeout=60s")
     if found:
-        kubectl("scale", *deployment, f"--replicas={found}")  # as it was found
+        kubectl("scale", *OPERATOR_DEPLOYMENT, f"--replicas={found}")  # as it was found
     elif not operator_in_cluster:
-        kubectl("scale", *deployment, "--replicas=0")
+        kubectl("scale", *OPERATOR_DEPLOYMENT, "--replicas=0")
 
 
 def operator_kubeconfig(kubectl: Kubectl, server_kubeconfig: dict[str, Any], target: Path) -> Path:

@@ -57,8 +57,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.batching.error_delays = [1, 2, 5, 10, 30, 60]
     memo.reconciler = TenantReconciler(KubeClient(Credentials.from_environment()), OperatorConfig.from_env())
     memo.elector = LeaderElector(memo.reconciler.kube, memo.reconciler.config.operator_namespace)
-    if port := os.environ.get("STOCKADE_METRICS_PORT"):  # a standby too: stockade_leader 0, and live
-        metrics.serve(int(port), lambda: memo.elector.heartbeat)
+    # A standby serves too (stockade_leader 0, and live). Once per process: kopf runs this handler
+    # again when a try fails (e.g. the Lease could not be read), and the port is taken by then.
+    if (port := os.environ.get("STOCKADE_METRICS_PORT")) and memo.get("metrics_server") is None:
+        memo.metrics_server = metrics.serve(int(port), lambda: memo.elector.heartbeat)
     # Only the Lease holder goes on: kopf starts no watch, timer or daemon before this returns.
     await memo.elector.acquire()
     metrics.LEADER.set(1)

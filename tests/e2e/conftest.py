@@ -9,7 +9,6 @@ import os
 import subprocess
 import sys
 import threading
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -19,15 +18,16 @@ from typing import Any
 import pytest
 import yaml
 
-from stockade import naming
+from stockade import leader, naming
 from stockade_dev.localcluster.cluster import KUBELET_IMAGE, NETGATE_IMAGE, import_operator_image
 from stockade_dev.localcluster.node import Layout
+from stockade_dev.testbed import ManagedProcess
 from stockade_dev.testbed.controlplane import free_port
 from stockade_dev.testbed.kubectl import Kubectl
 from stockade_dev.testbed.operator_process import operator_process
 from stockade_dev.testbed.pytest_plugin import SESSION_OWNER
-from stockade_dev.up import install_stockade, operator_kubeconfig
-from tests.helpers import eventually
+from stockade_dev.up import OPERATOR_DEPLOYMENT, install_stockade, operator_kubeconfig
+from tests.helpers import eventually, http_get
 
 REPO = Path(__file__).resolve().parents[2]
 RUNTIME_CLASS = os.environ.get("STOCKADE_E2E_RUNTIME_CLASS", "gvisor")
@@ -39,7 +39,6 @@ READY_TIMEOUT = 420.0
 IN_CLUSTER = os.environ.get("STOCKADE_E2E_OPERATOR", "in-cluster") == "in-cluster"
 RESYNC_SECONDS = 5
 OPERATOR_SELECTOR = "app.kubernetes.io/name=stockade-operator"
-OPERATOR_DEPLOYMENT = ("-n", naming.OPERATOR_NAMESPACE, "deployment/stockade-operator")
 OPERATOR_METRICS = "stockade-operator-metrics"
 OPERATOR_METRICS_PORT = 9090  # manifests/operator.yaml
 OPERATOR_REPLICAS = 2
@@ -75,11 +74,14 @@ class Operator:
         self.kubeconfig, self.log, self.super_kubectl = kubeconfig, log, super_kubectl
         self.in_cluster = IN_CLUSTER
         self.metrics_port = OPERATOR_METRICS_PORT if IN_CLUSTER else free_port()
-        self.process = operator_process(
+        self.process = self._new_process()
+        self.start()
+
+    def _new_process(self) -> ManagedProcess:
+        return operator_process(
             self.kubeconfig, self.log, SESSION_OWNER, resync_seconds=RESYNC_SECONDS, runtime_class=RUNTIME_CLASS,
             netgate_image=NETGATE_IMAGE, kubelet_image=KUBELET_IMAGE, metrics_port=self.metrics_port,
         )  # fmt: skip
-        self.start()
 
     # -- the Deployment ----------------------------------------------------------------------
 
@@ -91,7 +93,7 @@ class Operator:
         """The pod holding the Lease (its identity starts with the pod's host name)."""
 
         def holder() -> dict[str, Any] | None:
-            lease = self.super_kubectl.json("get", "lease", "-n", naming.OPERATOR_NAMESPACE, "stockade-operator")
+            lease = self.super_kubectl.json("get", "lease", "-n", naming.OPERATOR_NAMESPACE, leader.LEASE)
             identity = lease["spec"].get("holderIdentity") or ""
             return next((p for p in self.pods() if identity.startswith(f"{p['metadata']['name']}_")
                          and p.get("status", {}).get("podIP")), None)  # fmt: skip
@@ -113,8 +115,9 @@ class Operator:
             host = service["spec"]["clusterIP"]
         else:
             host = self.leader_pod()["status"]["podIP"]
-        with urllib.request.urlopen(f"http://{host}:{self.metrics_port}/metrics", timeout=10) as response:
-            return str(response.read().decode())
+        status, text = http_get(f"http://{host}:{self.metrics_port}/metrics")
+        assert status == 200, (status, text)
+        return text
 
     def log_text(self) -> str:
         """The operator's log: the process's file, or every operator pod's container log."""
@@ -160,10 +163,7 @@ class Operator:
     def start(self) -> None:
         """Start it (again after `stop()`)."""
         if not self.in_cluster:
-            self.process = operator_process(
-                self.kubeconfig, self.log, SESSION_OWNER, resync_seconds=RESYNC_SECONDS, runtime_class=RUNTIME_CLASS,
-                netgate_image=NETGATE_IMAGE, kubelet_image=KUBELET_IMAGE, metrics_port=self.metrics_port,
-            )  # fmt: skip
+            self.process = self._new_process()
             self.process.start()
             return
         self.super_kubectl("scale", *OPERATOR_DEPLOYMENT, f"--replicas={OPERATOR_REPLICAS}")

@@ -4,8 +4,6 @@ its own least-privileged ServiceAccount (so the ClusterRole in manifests/ is wha
 from __future__ import annotations
 
 import subprocess
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,6 +15,7 @@ from stockade_dev.testbed import LocalControlPlane, ManagedProcess, find_binary
 from stockade_dev.testbed.controlplane import free_port
 from stockade_dev.testbed.operator_process import operator_process
 from stockade_dev.testbed.pytest_plugin import SESSION_OWNER
+from tests.helpers import http_get
 
 REPO = Path(__file__).resolve().parents[2]
 RESYNC_SECONDS = 3
@@ -90,16 +89,13 @@ class RunningOperator:
 
     def metrics(self) -> str:
         """What the operator's metrics endpoint serves (Prometheus text format)."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as response:
-            return str(response.read().decode())
+        status, text = http_get(f"http://127.0.0.1:{self.metrics_port}/metrics")
+        assert status == 200, (status, text)
+        return text
 
     def health(self) -> int:
         """The HTTP status of its liveness endpoint (what the Deployment's probe reads)."""
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/healthz", timeout=10) as response:
-                return int(response.status)
-        except urllib.error.HTTPError as error:
-            return int(error.code)
+        return http_get(f"http://127.0.0.1:{self.metrics_port}/healthz")[0]
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,12 @@
 from __future__ import annotations
 
 import time
-import urllib.error
-import urllib.request
 
 from prometheus_client import REGISTRY
 
 from stockade import metrics
 from stockade.model import Condition, Phase, TenantStatus
+from tests.helpers import http_get
 
 
 def sample(name: str, **labels: str) -> float | None:
@@ -49,11 +48,7 @@ def test_the_liveness_endpoint_fails_once_the_event_loop_stops_beating() -> None
     url = f"http://127.0.0.1:{server.server_address[1]}"
 
     def get(path: str) -> tuple[int, str]:
-        try:
-            with urllib.request.urlopen(url + path, timeout=5) as response:
-                return int(response.status), response.read().decode()
-        except urllib.error.HTTPError as error:
-            return int(error.code), error.read().decode()
+        return http_get(url + path, timeout=5)
 
     try:
         assert get("/healthz")[0] == 200  # beating
