@@ -2,9 +2,9 @@
 # Builds the pinned upstream binaries from their Go modules into a cache folder outside the
 # repository: Kubernetes and etcd (test bed and local super cluster), the previous minor's
 # control-plane binaries (images for the upgrade test), gVisor's runsc with its containerd
-# shim (the local sandbox runtime), CoreDNS, kube-router, distribution's OCI registry and kstatus
-# (cli-utils' status library as a command). A binary whose stamp matches the pinned version and module
-# checksums is not rebuilt, so a warm run returns in seconds.
+# shim (the local sandbox runtime), CoreDNS, kube-router, distribution's OCI registry, kstatus
+# (cli-utils' status library as a command) and metrics-server. A binary whose stamp matches the
+# pinned version and module checksums is not rebuilt, so a warm run returns in seconds.
 #
 #   hack/testbin/build.sh            # prints the current version's bin folder on its last line
 #   hack/testbin/build.sh conformance  # the conformance suite instead: e2e.test, ginkgo, agnhost
@@ -36,7 +36,7 @@ kubernetes_ldflags() {
 }
 
 started=$(date +%s)
-total=18
+total=19
 n=0
 
 # build OUT_DIR NAME MODULE_DIR PACKAGE CGO LDFLAGS [MOD_MODE]: a command; a NAME ending in .test
@@ -131,6 +131,8 @@ build "$bin_dir" registry "$here/registry" github.com/distribution/distribution/
   "-X github.com/distribution/distribution/v3/version.version=${REGISTRY_VERSION}"
 build "$bin_dir" kube-router "$here/kube-router" github.com/cloudnativelabs/kube-router/v2/cmd/kube-router 0 \
   "-X github.com/cloudnativelabs/kube-router/v2/pkg/version.Version=${KUBE_ROUTER_FORK_VERSION}"
+build "$bin_dir" metrics-server "$here/metrics-server" sigs.k8s.io/metrics-server/cmd/metrics-server 0 \
+  "-X k8s.io/component-base/version.gitVersion=${METRICS_SERVER_VERSION}"
 # The kstatus library as a command: the tests judge the Tenant's status conventions with it.
 build "$bin_dir" kstatus "$here/kstatus" stockade.dev/testbin/kstatus 0 ""
 
@@ -142,5 +144,5 @@ build "$previous_bin_dir" kube-scheduler "$previous" k8s.io/kubernetes/cmd/kube-
 build "$previous_bin_dir" etcd "$here/etcd-previous" go.etcd.io/etcd/server/v3 0 \
   "-X go.etcd.io/etcd/api/v3/version.GitSHA=module-${PREVIOUS_ETCD_VERSION}"
 
-echo "test binaries ready in $(( $(date +%s) - started ))s: Kubernetes ${KUBERNETES_VERSION} (and ${PREVIOUS_KUBERNETES_VERSION}'s control plane), etcd ${ETCD_VERSION} (and ${PREVIOUS_ETCD_VERSION}), gVisor ${GVISOR_VERSION}, CoreDNS ${COREDNS_VERSION}, registry ${REGISTRY_VERSION}, kube-router ${KUBE_ROUTER_FORK_VERSION}"
+echo "test binaries ready in $(( $(date +%s) - started ))s: Kubernetes ${KUBERNETES_VERSION} (and ${PREVIOUS_KUBERNETES_VERSION}'s control plane), etcd ${ETCD_VERSION} (and ${PREVIOUS_ETCD_VERSION}), gVisor ${GVISOR_VERSION}, CoreDNS ${COREDNS_VERSION}, registry ${REGISTRY_VERSION}, metrics-server ${METRICS_SERVER_VERSION}, kube-router ${KUBE_ROUTER_FORK_VERSION}"
 echo "$bin_dir"

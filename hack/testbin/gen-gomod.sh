@@ -142,4 +142,5 @@ tool_module gvisor gvisor.dev/gvisor "$GVISOR_VERSION" gvisor.dev/gvisor/runsc g
 tool_module coredns github.com/coredns/coredns "$COREDNS_VERSION" github.com/coredns/coredns
 tool_module registry github.com/distribution/distribution/v3 "$REGISTRY_VERSION" \
   github.com/distribution/distribution/v3/cmd/registry
+tool_module metrics-server sigs.k8s.io/metrics-server "$METRICS_SERVER_VERSION" sigs.k8s.io/metrics-server/cmd/metrics-server
 kube_router_module kube-router

@@ -10,10 +10,13 @@
 // headers cross; an error from the super cluster reaches the tenant as its status and a generic
 // message, never with a super-cluster name in it.
 //
+// With --front-proxy-ca it also serves the tenant's resource-metrics API (metrics.go).
+//
 // Usage:
 //
 //	kubelet --namespace=WORKLOADS --cert=FILE --key=FILE --client-ca=FILE \
-//	  [--client-name=kube-apiserver-kubelet-client] [--listen=:10250]
+//	  [--client-name=kube-apiserver-kubelet-client] [--listen=:10250] \
+//	  [--front-proxy-ca=FILE --tenant-server=URL --tenant-cert=FILE --tenant-key=FILE --node-name=NODE]
 //
 // The super cluster's API is found as any in-cluster client finds it (KUBERNETES_SERVICE_HOST and
 // _PORT, the ServiceAccount token and CA), the token read again for every request (it rotates).
@@ -23,6 +26,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
@@ -47,8 +51,10 @@ type keys struct {
 }
 
 type server struct {
-	namespace  string // the tenant's workloads namespace in the super cluster
-	clientName string // the CN the tenant API server's kubelet-client certificate carries
+	namespace  string            // the tenant's workloads namespace in the super cluster
+	clientCA   *x509.Certificate // the tenant's CA, which the kubelet client's chain must end at
+	clientName string            // the CN the tenant API server's kubelet-client certificate carries
+	metrics    http.Handler      // metrics.k8s.io (metrics.go); nil when not configured
 	keys       keys
 	apiURL     *url.URL
 	tokenFile  string
@@ -134,10 +140,7 @@ var forwardedHeaders = []string{
 }
 
 func (s *server) authorized(r *http.Request) bool {
-	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
-		return false
-	}
-	return r.TLS.VerifiedChains[0][0].Subject.CommonName == s.clientName
+	return r.TLS != nil && chainedTo(r.TLS.VerifiedChains, s.clientCA, s.clientName)
 }
 
 // superPod finds the super pod mirroring tenant pod namespace/name: listed in the workloads
@@ -199,6 +202,10 @@ func fail(w http.ResponseWriter, status int, message string) {
 func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.URL.Path == "/healthz" {
 		fmt.Fprintln(w, "ok")
+		return
+	}
+	if s.metrics != nil && (r.URL.Path == "/apis" || strings.HasPrefix(r.URL.Path, "/apis/")) {
+		s.metrics.ServeHTTP(w, r)
 		return
 	}
 	if !s.authorized(r) {
@@ -282,6 +289,43 @@ func superTransport(caFile string) (http.RoundTripper, error) {
 	}, nil
 }
 
+func readCertificate(file string) (*x509.Certificate, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	block, _ := pem.Decode(data)
+	if block == nil || block.Type != "CERTIFICATE" {
+		return nil, fmt.Errorf("%s holds no certificate", file)
+	}
+	return x509.ParseCertificate(block.Bytes)
+}
+
+// tenantClient: the tenant API server, as this server's own tenant identity (a client certificate
+// of the tenant's CA), the server checked against that CA.
+func tenantClient(server, caFile, certFile, keyFile string) (*apiClient, error) {
+	base, err := url.Parse(server)
+	if err != nil || base.Scheme != "https" || base.Host == "" {
+		return nil, fmt.Errorf("--tenant-server %q: want https://host:port", server)
+	}
+	ca, err := readCertificate(caFile)
+	if err != nil {
+		return nil, err
+	}
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, err
+	}
+	roots := x509.NewCertPool()
+	roots.AddCert(ca)
+	return &apiClient{base: base, transport: &http.Transport{
+		TLSClientConfig:     &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
+		Proxy:               nil,
+		DialContext:         (&net.Dialer{Timeout: 10 * time.Second}).DialContext,
+		TLSHandshakeTimeout: 10 * time.Second,
+	}}, nil
+}
+
 func main() {
 	listen := flag.String("listen", ":10250", "address to serve on")
 	namespace := flag.String("namespace", "", "the tenant's workloads namespace in the super cluster")
@@ -293,6 +337,12 @@ func main() {
 	nameAnnotation := flag.String("name-annotation", "stockade.dev/tenant-name", "super pods' tenant-name annotation")
 	syncedLabel := flag.String("synced-label", "stockade.dev/synced", "label on every object the syncer owns")
 	saDir := flag.String("service-account-dir", serviceAccountDir, "the ServiceAccount's token and CA")
+	frontProxyCA := flag.String("front-proxy-ca", "", "the tenant's front-proxy CA: serve metrics.k8s.io to its client")
+	frontProxyName := flag.String("front-proxy-name", "front-proxy-client", "the front-proxy client's CN")
+	tenantServer := flag.String("tenant-server", "", "the tenant API server's URL (SubjectAccessReviews, pod lists)")
+	tenantCert := flag.String("tenant-cert", "", "this server's client certificate in the tenant")
+	tenantKey := flag.String("tenant-key", "", "its key")
+	nodeName := flag.String("node-name", "", "the virtual node's name (its NodeMetrics)")
 	flag.Parse()
 	if *namespace == "" || *certFile == "" || *keyFile == "" || *clientCA == "" {
 		log.Fatal("--namespace, --cert, --key and --client-ca are required")
@@ -305,21 +355,43 @@ func main() {
 	if err != nil {
 		log.Fatalf("super cluster CA: %v", err)
 	}
-	caPEM, err := os.ReadFile(*clientCA)
+	ca, err := readCertificate(*clientCA)
 	if err != nil {
 		log.Fatalf("client CA: %v", err)
 	}
 	clients := x509.NewCertPool()
-	if !clients.AppendCertsFromPEM(caPEM) {
-		log.Fatalf("%s holds no certificate", *clientCA)
-	}
+	clients.AddCert(ca)
 	s := &server{
 		namespace:  *namespace,
+		clientCA:   ca,
 		clientName: *clientName,
 		keys:       keys{*namespaceLabel, *nameAnnotation, *syncedLabel},
 		apiURL:     &url.URL{Scheme: "https", Host: net.JoinHostPort(host, port)},
 		tokenFile:  *saDir + "/token",
 		transport:  transport,
+	}
+	if *frontProxyCA != "" {
+		proxyCA, err := readCertificate(*frontProxyCA)
+		if err != nil {
+			log.Fatalf("front-proxy CA: %v", err)
+		}
+		clients.AddCert(proxyCA)
+		tenant, err := tenantClient(*tenantServer, *clientCA, *tenantCert, *tenantKey)
+		if err != nil {
+			log.Fatalf("tenant API server: %v", err)
+		}
+		if *nodeName == "" {
+			log.Fatal("--node-name is required with --front-proxy-ca")
+		}
+		s.metrics = &metricsAPI{
+			super:          &apiClient{base: s.apiURL, transport: transport, sign: s.authorize},
+			tenant:         tenant,
+			workloads:      *namespace,
+			keys:           s.keys,
+			node:           *nodeName,
+			frontProxyCA:   proxyCA,
+			frontProxyName: *frontProxyName,
+		}
 	}
 	srv := &http.Server{
 		Addr:              *listen,

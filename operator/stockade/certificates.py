@@ -36,6 +36,7 @@ ADMIN = "admin"
 SYNCER = "syncer"
 DNS = "dns"
 KUBELET = "kubelet"  # the virtual node's kubelet API: serving only
+KUBELET_TENANT = "kubelet-tenant"  # the kubelet API's own identity in its tenant (metrics.k8s.io)
 
 # Identities of the kubeconfig users. The tenant admin is *not* in system:masters: its rights come
 # from a ClusterRoleBinding in the tenant cluster, so they can be revoked.
@@ -43,6 +44,7 @@ ADMIN_USER = "stockade:tenant-admin"
 ADMIN_GROUP = "stockade:tenant-admins"
 SYNCER_USER = "stockade:syncer"
 DNS_USER = "stockade:dns"  # the tenant's cluster DNS: reads Services, EndpointSlices, Namespaces
+KUBELET_USER = "stockade:kubelet"  # the kubelet API: asks whether a user may read metrics, lists pods
 BOOTSTRAP_USER = "stockade:bootstrap"
 MASTERS_GROUP = "system:masters"
 
@@ -91,6 +93,7 @@ def leaf_requests(
         DNS: (CLUSTER_CA, client(DNS_USER)),
         # What the API server's --kubelet-certificate-authority checks at the virtual node's address.
         KUBELET: (CLUSTER_CA, server("stockade-kubelet", names.kubelet_dns, names.kubelet_ips)),
+        KUBELET_TENANT: (CLUSTER_CA, client(KUBELET_USER)),
     }
 
 

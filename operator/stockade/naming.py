@@ -99,6 +99,8 @@ KUBELET_ROLE = "stockade-kubelet"
 # In the tenant cluster, the Service that holds the virtual node's address, so no tenant Service
 # is ever given it.
 TENANT_KUBELET_SERVICE = ("kube-system", "stockade-kubelet")
+# The tenant's resource-metrics API (`kubectl top`), which the kubelet API serves behind that Service.
+METRICS_API_SERVICE = "v1beta1.metrics.k8s.io"
 # The NetworkPolicy that lets a tenant's API server call into its own workloads (webhooks,
 # aggregated APIs, pods/proxy and services/proxy).
 POLICY_CALLOUTS = "apiserver-callouts"
@@ -162,6 +164,12 @@ def etcd_dns_names(tenant: str, replicas: int) -> tuple[str, ...]:
 def local_url(port: int) -> str:
     """A component of the same control-plane pod (containers of one pod share its loopback)."""
     return f"https://127.0.0.1:{port}"
+
+
+def tenant_kubelet_service_dns() -> str:
+    """The name the tenant's aggregation layer expects on the kubelet API's serving certificate."""
+    namespace, name = TENANT_KUBELET_SERVICE
+    return f"{name}.{namespace}.svc"
 
 
 def apiserver_url(tenant: str) -> str:

@@ -420,8 +420,9 @@ class TenantReconciler:
             apiserver_ips=tuple(dict.fromkeys(ips)),
             etcd_dns=naming.etcd_dns_names(name, spec.control_plane.replicas),
             etcd_ips=("127.0.0.1",),
-            # The virtual node's address (a Tenant from before the pool has no kubelet API).
-            kubelet_dns=(naming.virtual_node(name),),
+            # The virtual node's address (a Tenant from before the pool has no kubelet API), and
+            # the name the tenant's aggregation layer checks for metrics.k8s.io.
+            kubelet_dns=(naming.virtual_node(name), naming.tenant_kubelet_service_dns()),
             kubelet_ips=(naming.kubelet_ip(service_range),) if service_range else (),
         )
 
@@ -537,8 +538,9 @@ class TenantReconciler:
                 status, text = await tenant.get_raw("/readyz", timeout=10)
                 if status != 200:
                     return False, f"/readyz answered {status}: {text[:200]}"
-                dns = tenant_rbac.pooled_services(inp.service_range) if inp.service_range else []
-                for obj in [*tenant_rbac.objects(inp.spec), *tenant_rbac.node_name_policy(inp.name), *dns]:
+                ca = bundle.cas[certs.CLUSTER_CA].cert_pem
+                pooled = tenant_rbac.pooled_objects(inp.service_range, ca) if inp.service_range else []
+                for obj in [*tenant_rbac.objects(inp.spec), *tenant_rbac.node_name_policy(inp.name), *pooled]:
                     await tenant.apply(obj)
         except (OSError, TimeoutError, ApiError) as error:
             return False, f"tenant API server unreachable: {error}"

@@ -83,9 +83,15 @@ PKI_SOURCES: dict[str, PkiSources] = {
     ],
     naming.SCHEDULER: [_kubeconfig_source(certs.SCHEDULER)],
     naming.DNS: [_kubeconfig_source(certs.DNS)],
-    # The tenant's CA (the one client it serves, the API server, has a certificate of it) and its
-    # own serving certificate.
-    naming.KUBELET: [_ca_source(certs.CLUSTER_CA), _leaf_source(certs.KUBELET)],
+    # The tenant's CA (the API server's kubelet client has a certificate of it, and so has the
+    # kubelet API's own identity in the tenant), the front-proxy CA (the API server's aggregation
+    # layer forwards metrics.k8s.io with a certificate of it), its serving certificate.
+    naming.KUBELET: [
+        _ca_source(certs.CLUSTER_CA),
+        _ca_source(certs.FRONT_PROXY_CA),
+        _leaf_source(certs.KUBELET),
+        _leaf_source(certs.KUBELET_TENANT),
+    ],
 }
 # The tenant DNS's requests and limits: CoreDNS with a cache of a few thousand names.
 DNS_RESOURCES = {"requests": {"cpu": "10m", "memory": "32Mi"}, "limits": {"cpu": "500m", "memory": "96Mi"}}
@@ -119,6 +125,8 @@ class _Context:
         self.config = inp.config
         self.pki_checksum = inp.pki_checksum
         self.names = naming
+        self.certs = certs
+        self.virtual_node = naming.virtual_node(inp.name)
         self.control_plane_namespace = naming.control_plane_namespace(inp.name)
         self.workloads_namespace = naming.workloads_namespace(inp.name)
         self.pki_sources = PKI_SOURCES  # by container name

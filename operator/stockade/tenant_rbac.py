@@ -7,6 +7,7 @@ a ClusterRoleBinding: revocable, unlike system:masters. The syncer gets exactly 
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 from stockade import certificates as certs
@@ -16,6 +17,8 @@ from stockade.model import TenantSpec
 ADMINS_BINDING = "stockade:tenant-admins"
 SYNCER_ROLE = "stockade:syncer"
 DNS_ROLE = "stockade:dns"
+KUBELET_ROLE = "stockade:kubelet"
+METRICS_READER_ROLE = "stockade:aggregated-metrics-reader"
 NODE_NAME_POLICY = "stockade-virtual-node"
 LABELS = {"app.kubernetes.io/managed-by": "stockade"}
 
@@ -50,6 +53,14 @@ DNS_RULES: list[dict[str, Any]] = [
 ]
 
 
+# What the virtual node's kubelet API asks its tenant when serving metrics.k8s.io: whether the user
+# may read them, and which pods a request selects (so selectors mean what they mean in the tenant).
+KUBELET_RULES: list[dict[str, Any]] = [
+    {"apiGroups": ["authorization.k8s.io"], "resources": ["subjectaccessreviews"], "verbs": ["create"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+]
+
+
 def dns_service(dns_ip: str) -> dict[str, Any]:
     """`kube-system/kube-dns`, as every cluster has it: the address tenant pods resolve with. It has
     no selector; the super cluster's Service of the same address carries the traffic."""
@@ -80,9 +91,44 @@ def kubelet_service(kubelet_ip: str) -> dict[str, Any]:
     }
 
 
-def pooled_services(service_range: str) -> list[dict[str, Any]]:
-    """The tenant Services at fixed addresses of its range: its cluster DNS and its node's kubelet."""
-    return [dns_service(naming.dns_service_ip(service_range)), kubelet_service(naming.kubelet_ip(service_range))]
+def metrics_api(ca_pem: bytes) -> list[dict[str, Any]]:
+    """`kubectl top` in the tenant: the resource-metrics API, served by the virtual node's kubelet
+    API behind `kube-system/stockade-kubelet` (its certificate, of the tenant's CA, names that
+    Service); and, as metrics-server does, read access for whoever has `view`, `edit` or `admin`."""
+    namespace, name = naming.TENANT_KUBELET_SERVICE
+    group, version = "metrics.k8s.io", "v1beta1"
+    return [
+        {
+            "apiVersion": "apiregistration.k8s.io/v1",
+            "kind": "APIService",
+            "metadata": {"name": naming.METRICS_API_SERVICE, "labels": LABELS},
+            "spec": {
+                "group": group, "version": version,
+                "service": {"namespace": namespace, "name": name, "port": naming.KUBELET_PORT},
+                "caBundle": base64.b64encode(ca_pem).decode(),
+                "groupPriorityMinimum": 100, "versionPriority": 100,
+            },
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": {"name": METRICS_READER_ROLE, "labels": {
+                **LABELS, **{f"rbac.authorization.k8s.io/aggregate-to-{r}": "true" for r in ("view", "edit", "admin")}
+            }},
+            "rules": [{"apiGroups": [group], "resources": ["pods", "nodes"], "verbs": ["get", "list", "watch"]}],
+        },
+    ]  # fmt: skip
+
+
+def pooled_objects(service_range: str, ca_pem: bytes) -> list[dict[str, Any]]:
+    """What a pooled tenant's fixed addresses serve: the tenant Services of its cluster DNS and its
+    node's kubelet, and the metrics API and RBAC of that kubelet."""
+    return [
+        dns_service(naming.dns_service_ip(service_range)),
+        kubelet_service(naming.kubelet_ip(service_range)),
+        *_role_and_binding(KUBELET_ROLE, KUBELET_RULES, certs.KUBELET_USER),
+        *metrics_api(ca_pem),
+    ]
 
 
 def node_name_policy(tenant: str) -> list[dict[str, Any]]:

@@ -1,6 +1,6 @@
 """The virtual node's kubelet API (images/kubelet), with real kubectl against a tenant: logs (and -f,
 --previous), exec with stdin and an exit code, exec -it with a terminal of the client's size, attach,
-cp both ways, port-forward carrying HTTP; and its refusals: only
+cp both ways, port-forward carrying HTTP, top (metrics.k8s.io); and its refusals: only
 the tenant API server's kubelet-client certificate is served, and a tenant reaches only its own pods,
 whatever names it chooses."""
 
@@ -29,7 +29,7 @@ import pytest
 from stockade import certificates as certs
 from stockade import naming
 from stockade.syncer import translate as tr
-from stockade_dev.testbed.kubectl import Kubectl
+from stockade_dev.testbed.kubectl import Kubectl, KubectlError
 from tests.e2e.conftest import Operator, Tenant, create_tenant
 from tests.e2e.workloads import APP_NAMESPACE, WEB, apply, pod, pods
 from tests.helpers import eventually
@@ -324,3 +324,37 @@ def test_a_tenant_reaches_only_its_own_pods_whatever_names_it_chooses(gamma: Ten
     for verb, subresource in (("get", "log"), ("create", "exec"), ("create", "portforward"), ("list", "")):
         assert can(verb, subresource, gamma.workloads_namespace) == "yes", (verb, subresource)
     assert can("delete", "", gamma.workloads_namespace) == "no"
+
+
+def test_top_shows_the_pods_usage_to_whom_the_tenant_lets_see_it(gamma: Tenant, super_kubectl: Kubectl) -> None:
+    k = gamma.kubectl
+
+    def top(*args: str) -> dict[str, list[str]]:
+        """`kubectl top` rows by name (metrics-server has figures after its first scrapes)."""
+        rows = k("top", *args, "--no-headers").splitlines()
+        return {row.split()[0]: row.split()[1:] for row in rows}
+
+    # The tenant's own pods, by their tenant names, with CPU and memory figures.
+    pods_usage = eventually(lambda: top("pods", "-n", APP_NAMESPACE), timeout=120, interval=5, what="kubectl top pods")
+    assert {"ticker", "web", "listener"} <= set(pods_usage), pods_usage
+    cpu, memory = pods_usage["ticker"]
+    assert cpu.endswith("m") and memory.endswith("Mi") and int(memory[:-2]) > 0, pods_usage
+    # A label selector means what it means in the tenant; --containers names the tenant's container.
+    assert set(top("pods", "-n", APP_NAMESPACE, "-l", "app=web")) == {"web"}
+    assert "main" in k("top", "pod", "ticker", "-n", APP_NAMESPACE, "--containers")
+    # The virtual node: the sum of its pods.
+    assert set(top("node")) == {naming.virtual_node(gamma.name)}
+    # Authorized by the tenant: a user with no rights is refused, the same user with `view` in the
+    # namespace (which metrics reading is aggregated into) is served.
+    with pytest.raises(KubectlError, match=r'User "alice" cannot list resource "pods" in API group "metrics\.k8s\.io"'):
+        k("top", "pods", "-n", APP_NAMESPACE, "--as=alice")
+    k("create", "rolebinding", "alice-view", "--clusterrole=view", "--user=alice", "-n", APP_NAMESPACE)
+    assert "ticker" in eventually(
+        lambda: k("top", "pods", "-n", APP_NAMESPACE, "--as=alice"), timeout=30, what="alice's kubectl top"
+    )
+    # Its super identity reads the metrics of its own workloads namespace only.
+    sa = f"system:serviceaccount:{gamma.control_plane_namespace}:{naming.KUBELET}"
+    for namespace, answer in ((gamma.workloads_namespace, "yes"), (gamma.control_plane_namespace, "no"),
+                              ("kube-system", "no")):  # fmt: skip
+        assert super_kubectl("auth", "can-i", "list", "pods.metrics.k8s.io", "-n", namespace, "--as", sa,
+                             check=False).strip() == answer, namespace  # fmt: skip

@@ -188,7 +188,8 @@ def test_network_policies() -> None:
     blocked = open_["internet-egress"]["spec"]["egress"][0]["to"][0]["ipBlock"]["except"]
     assert "169.254.0.0/16" in blocked and "10.1.2.3/32" in blocked and "10.0.0.0/8" in blocked
     api, peers = closed["control-plane"]["spec"]["ingress"]
-    assert api["ports"] == [{"port": 6443}] and len(api["from"]) == 3  # own workloads, the operator, its DNS
+    # From its own workloads, the operator, its DNS and its kubelet API.
+    assert api["ports"] == [{"port": 6443}] and len(api["from"]) == 4
     assert peers == {"from": [{"podSelector": {"matchLabels": {naming.LABEL_COMPONENT: "etcd"}}}],
                      "ports": [{"port": 2380}]}  # fmt: skip
     # No port of etcd's but the peer port is open to anyone, in or out.
@@ -316,15 +317,21 @@ def test_the_kubelet_api_reaches_only_its_tenants_workloads_and_only_its_api_ser
     (container,) = pod["containers"]
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert f"--namespace={naming.workloads_namespace('team-a')}" in container["args"]
-    # Its certificates: the tenant CA's certificate (never a key of a CA) and its own serving pair.
+    # Its certificates: the tenant's and front-proxy CAs' certificates (never a key of a CA), its own
+    # serving pair and its identity in the tenant (the tenant's API server at its ClusterIP).
     (pki,) = [v for v in pod["volumes"] if "projected" in v]
     paths = [i["path"] for s in pki["projected"]["sources"] for i in s["secret"]["items"]]
-    assert paths == ["ca.crt", "kubelet.crt", "kubelet.key"]
+    assert paths == ["ca.crt", "front-proxy-ca.crt", "kubelet.crt", "kubelet.key",
+                     "kubelet-tenant.crt", "kubelet-tenant.key"]  # fmt: skip
+    assert "--front-proxy-ca=/etc/kubelet/pki/front-proxy-ca.crt" in container["args"]
+    assert "--tenant-server=https://10.112.0.1:6443" in container["args"]
+    assert f"--node-name={naming.virtual_node('team-a')}" in container["args"]
     # Its super identity: one Role, in the workloads namespace only, no wildcard.
     (role,) = by_kind(objects, "Role").values()
     assert role["metadata"]["namespace"] == naming.workloads_namespace("team-a")
-    assert {r for rule in role["rules"] for r in rule["resources"]} == {
-        "pods", "pods/log", "pods/exec", "pods/attach", "pods/portforward"}  # fmt: skip
+    assert {(g, r) for rule in role["rules"] for g in rule["apiGroups"] for r in rule["resources"]} == {
+        ("", "pods"), ("", "pods/log"), ("", "pods/exec"), ("", "pods/attach"), ("", "pods/portforward"),
+        ("metrics.k8s.io", "pods")}  # fmt: skip
     assert "*" not in str(role["rules"])
     (binding,) = by_kind(objects, "RoleBinding").values()
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": naming.KUBELET,
@@ -332,7 +339,10 @@ def test_the_kubelet_api_reaches_only_its_tenants_workloads_and_only_its_api_ser
     policy = by_kind(objects, "NetworkPolicy")[naming.KUBELET]["spec"]
     assert policy["ingress"] == [{"from": [{"podSelector": {"matchLabels": {naming.LABEL_REPLICA: "true"}}}],
                                   "ports": [{"port": naming.KUBELET_PORT}]}]  # fmt: skip
-    assert policy["egress"] == [{"to": [{"ipBlock": {"cidr": "10.1.2.3/32"}}]}]  # the super API server only
+    assert policy["egress"] == [  # its tenant's API server, the super API server; nothing else
+        {"to": [{"podSelector": {"matchLabels": {naming.LABEL_REPLICA: "true"}}}], "ports": [{"port": 6443}]},
+        {"to": [{"ipBlock": {"cidr": "10.1.2.3/32"}}]},
+    ]
     # And the API server, which checks the kubelet's certificate at the address the node publishes.
     args = args_of(control_plane(objects), naming.APISERVER)
     assert "--kubelet-preferred-address-types=InternalIP" in args

@@ -84,7 +84,8 @@ def check_prerequisites() -> None:
         raise LocalClusterError(
             f"missing host packages ({', '.join(missing) or 'CNI plugins or busybox-static'}): run `e2e/install-deps`"
         )
-    for name in ("kubelet", "kube-proxy", "kube-router", "runsc", "containerd-shim-runsc-v1", "coredns", "registry"):
+    for name in ("kubelet", "kube-proxy", "kube-router", "runsc", "containerd-shim-runsc-v1", "coredns", "registry",
+                 "metrics-server"):  # fmt: skip
         find_binary(name)
     find_binary("kube-apiserver", previous_testbin_dir())
     with socket.socket() as probe:
@@ -118,6 +119,11 @@ def image_specs(pause: Path, netgate: Path, kubelet: Path) -> list[images.ImageS
         images.busybox_image(WORKLOAD_IMAGE, BUSYBOX),
         images.ImageSpec(NETGATE_IMAGE, {"/netgate": netgate}, entrypoint=("/netgate",)),
         images.ImageSpec(KUBELET_IMAGE, {"/kubelet": kubelet}, entrypoint=("/kubelet",)),
+        images.ImageSpec(
+            f"{REGISTRY}/metrics-server/metrics-server:{versions['METRICS_SERVER_VERSION']}",
+            {"/metrics-server": bin_dir / "metrics-server"},
+            entrypoint=("/metrics-server",),
+        ),
     ]
 
 
@@ -259,7 +265,7 @@ class SuperCluster:
         self._wait(lambda: _node_ready(kubectl), NODE_READY_TIMEOUT, f"node {n.NODE_NAME} Ready", "kubelet")
         step.done()
 
-        step = Step("add-ons: CoreDNS, RuntimeClass gvisor, local volumes, kube-router RBAC", self.out)
+        step = Step("add-ons: CoreDNS, metrics-server, RuntimeClass gvisor, local volumes, kube-router RBAC", self.out)
         kubectl("apply", "--server-side", "-f", str(ADDONS))
         kubectl("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump_all(volume_pool(layout, VOLUME_POOL)))
         for pv in range(VOLUME_POOL):

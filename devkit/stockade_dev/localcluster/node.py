@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from stockade.config import LEGACY_SERVICE_CIDR, OperatorConfig
+
 NODE_NAME = "stockade-local"
 POD_CIDR = "10.244.0.0/24"
 CLUSTER_CIDR = "10.244.0.0/16"
@@ -106,20 +108,36 @@ def gvisor_platform(runsc: Path, timeout: float = 20.0) -> tuple[str, str]:
     return ("kvm", "the KVM platform runs") if code == 0 else ("systrap", f"the KVM platform failed (exit {code})")
 
 
-def egress_fence(pod_cidr: str = POD_CIDR) -> str:
+# Every range a ClusterIP of this cluster comes from: its own, and the tenants' (the operator's
+# Service pool, and the range of Tenants from before it).
+SERVICE_RANGES = (SERVICE_CIDR, OperatorConfig.service_pool, LEGACY_SERVICE_CIDR)
+
+
+def egress_fence(pod_cidr: str = POD_CIDR, service_ranges: tuple[str, ...] = SERVICE_RANGES) -> str:
     """An nftables script: a packet from a pod that the host would forward anywhere but to a pod is
     dropped (and counted). Service traffic is already translated to a pod's address when it is
     forwarded, and traffic to this host's own addresses (its API server, decoys bound on `lo`) is
     delivered, not forwarded; whatever else a pod sends — an unrouted ClusterIP, the gateway, the
     internet — would leave the machine. Installed before containerd starts, so no pod ever runs
-    without it."""
+    without it.
+
+    The host's own processes (the API server calling an aggregated API or a webhook, the kubelet)
+    reach Services the same way: kube-proxy translates the ClusterIP on the way out. A ClusterIP it
+    has not translated — its rules not written yet, or no such Service — would follow the default
+    route off the machine (seen: the API server's first call to metrics-server, made before
+    kube-proxy's rules, answered by whatever is at the gateway, and kept alive): refused instead."""
     family, table = FENCE_TABLE
+    ranges = ", ".join(service_ranges)
     return (
         f"table {family} {table} {{\n"
         "  chain forward {\n"
         "    type filter hook forward priority filter - 10; policy accept;\n"
         f'    ip saddr {pod_cidr} ip daddr != {pod_cidr} counter drop comment "pods never reach off this machine"\n'
         f'    meta nfproto ipv6 iifname "{BRIDGE}" counter drop\n'
+        "  }\n"
+        "  chain output {\n"
+        "    type filter hook output priority filter - 10; policy accept;\n"
+        f'    ip daddr {{ {ranges} }} counter reject comment "an untranslated ClusterIP never leaves this machine"\n'
         "  }\n"
         "}\n"
     )
