@@ -76,6 +76,7 @@ _KINDS = [
         "validatingadmissionpolicybindings",
         namespaced=False,
     ),
+    Kind("apiregistration.k8s.io/v1", "APIService", "apiservices", namespaced=False),
     Kind("scheduling.k8s.io/v1", "PriorityClass", "priorityclasses", namespaced=False),
     Kind("coordination.k8s.io/v1", "Lease", "leases"),
     Kind("node.k8s.io/v1", "RuntimeClass", "runtimeclasses", namespaced=False),
