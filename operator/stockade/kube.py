@@ -53,6 +53,7 @@ _KINDS = [
     Kind("v1", "Pod", "pods"),
     Kind("v1", "Event", "events"),
     Kind("v1", "Endpoints", "endpoints"),
+    Kind("discovery.k8s.io/v1", "EndpointSlice", "endpointslices"),
     Kind("v1", "PersistentVolumeClaim", "persistentvolumeclaims"),
     Kind("v1", "PersistentVolume", "persistentvolumes", namespaced=False),
     Kind("v1", "ResourceQuota", "resourcequotas"),

@@ -87,7 +87,7 @@ def kubelet_service(kubelet_ip: str) -> dict[str, Any]:
         "apiVersion": "v1",
         "kind": "Service",
         "metadata": {"name": name, "namespace": namespace, "labels": LABELS},
-        "spec": {"clusterIP": kubelet_ip, "ports": [{"name": "kubelet", "port": naming.KUBELET_PORT}]},
+        "spec": {"clusterIP": kubelet_ip, "ports": [{"name": naming.KUBELET, "port": naming.KUBELET_PORT}]},
     }
 
 
@@ -120,12 +120,30 @@ def metrics_api(ca_pem: bytes) -> list[dict[str, Any]]:
     ]  # fmt: skip
 
 
+def kubelet_endpoints(kubelet_ip: str) -> dict[str, Any]:
+    """The one endpoint of `kube-system/stockade-kubelet`: the node's address itself, ready. The
+    aggregation layer calls the Service's ClusterIP, but counts an APIService available only while
+    its Service has a ready endpoint on the port it names."""
+    namespace, name = naming.TENANT_KUBELET_SERVICE
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {"name": name, "namespace": namespace, "labels": {
+            **LABELS, "kubernetes.io/service-name": name, "endpointslice.kubernetes.io/managed-by": "stockade.dev",
+        }},
+        "addressType": "IPv4",
+        "endpoints": [{"addresses": [kubelet_ip], "conditions": {"ready": True}}],
+        "ports": [{"name": naming.KUBELET, "port": naming.KUBELET_PORT, "protocol": "TCP"}],
+    }  # fmt: skip
+
+
 def pooled_objects(service_range: str, ca_pem: bytes) -> list[dict[str, Any]]:
     """What a pooled tenant's fixed addresses serve: the tenant Services of its cluster DNS and its
     node's kubelet, and the metrics API and RBAC of that kubelet."""
     return [
         dns_service(naming.dns_service_ip(service_range)),
         kubelet_service(naming.kubelet_ip(service_range)),
+        kubelet_endpoints(naming.kubelet_ip(service_range)),
         *_role_and_binding(KUBELET_ROLE, KUBELET_RULES, certs.KUBELET_USER),
         *metrics_api(ca_pem),
     ]

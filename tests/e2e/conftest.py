@@ -282,7 +282,9 @@ class Tenant:
 
 
 def create_tenant(super_kubectl: Kubectl, folder: Path, name: str, spec: dict[str, Any]) -> Tenant:
-    # A Tenant of the same name still being deleted (an earlier session's) would swallow the apply.
+    # A Tenant of the same name left by an earlier session (deleted or not: a fixture that failed
+    # before its teardown leaves it) would swallow the apply.
+    super_kubectl("delete", "tenant", name, "--ignore-not-found", "--wait=false")
     eventually(
         lambda: not super_kubectl("get", "tenant", name, "--ignore-not-found", "-o", "name").strip(),
         timeout=300, interval=2, what=f"an earlier Tenant {name} deleted",

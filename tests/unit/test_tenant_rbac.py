@@ -24,6 +24,11 @@ def test_the_metrics_api_is_the_kubelet_apis_checked_against_the_tenants_ca() ->
     kubelet_service = objects["Service", name]["spec"]
     assert kubelet_service["clusterIP"] == naming.kubelet_ip("10.112.8.0/22")
     assert kubelet_service["ports"][0]["port"] == naming.KUBELET_PORT
+    # A ready endpoint on that port's name (the aggregation layer's condition for Available).
+    endpoints = objects["EndpointSlice", name]
+    assert endpoints["endpoints"] == [{"addresses": [kubelet_service["clusterIP"]], "conditions": {"ready": True}}]
+    assert endpoints["ports"][0]["name"] == kubelet_service["ports"][0]["name"]
+    assert endpoints["metadata"]["labels"]["kubernetes.io/service-name"] == name
     # The kubelet API's identity asks about users and lists pods; nothing else, nothing written.
     role = objects["ClusterRole", tenant_rbac.KUBELET_ROLE]
     assert role["rules"] == tenant_rbac.KUBELET_RULES and "*" not in str(role["rules"])
