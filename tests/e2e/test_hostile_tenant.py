@@ -491,14 +491,21 @@ def test_forwarded_events_carry_nothing_of_the_super_cluster(mallory: Tenant, su
 # -- 10. nothing leaves the machine ----------------------------------------------------------------
 
 OUTSIDE_IP = "198.51.100.1"  # TEST-NET-2, here only inside the namespace below
+# An address of the tenants' Service range that no Service has; the namespace below holds it too.
+UNTRANSLATED_CLUSTER_IP = "10.127.255.201"
 
 
-def fence_drops() -> int:
-    """Packets the local cluster's egress fence has dropped so far."""
+def fence_drops(chain: str = "forward") -> int:
+    """Packets the local cluster's egress fence has stopped so far: pods' (`forward`) or the host's
+    own (`output`)."""
     family, table = FENCE_TABLE
     rules = json.loads(subprocess.run(["nft", "-j", "list", "table", family, table], capture_output=True,
                                       text=True, check=True).stdout)["nftables"]  # fmt: skip
-    return sum(e["counter"]["packets"] for r in rules if "rule" in r for e in r["rule"]["expr"] if "counter" in e)
+    return sum(
+        e["counter"]["packets"]
+        for r in rules if "rule" in r and r["rule"]["chain"] == chain
+        for e in r["rule"]["expr"] if "counter" in e
+    )  # fmt: skip
 
 
 @pytest.fixture
@@ -519,6 +526,7 @@ def outside() -> Iterator[str]:
         subprocess.run(["ip", "link", "set", "stk-out0", "up"], check=True)
         for command in (
             ["addr", "add", f"{OUTSIDE_IP}/24", "dev", "stk-out1"],
+            ["addr", "add", f"{UNTRANSLATED_CLUSTER_IP}/32", "dev", "stk-out1"],
             ["link", "set", "stk-out1", "up"],
             ["link", "set", "lo", "up"],
             ["route", "add", "default", "via", "198.51.100.254"],
@@ -547,3 +555,22 @@ def test_no_pod_sends_a_packet_off_the_machine(control: Kubectl, outside: str) -
     output = control_pod(control, "leak", f"{{ {probe_lines(probes)}; }} > /dev/termination-log")
     assert results_of(output) == {"outside": "closed", "unrouted-cluster-ip": "closed"}, output
     assert fence_drops() > before  # closed by the fence itself, not by chance
+
+
+def test_the_host_never_sends_an_untranslated_cluster_ip_off_the_machine(outside: str) -> None:
+    """A ClusterIP kube-proxy has not translated (no such Service, or its rules not written yet)
+    would follow the host's default route off the machine. Here a tenant-range address is routed
+    into the test's namespace instead, whose server would answer if the packet got past the fence."""
+    cluster_ip = UNTRANSLATED_CLUSTER_IP
+    subprocess.run(["ip", "route", "add", f"{cluster_ip}/32", "via", outside, "dev", "stk-out0"], check=True)
+    route = subprocess.run(["ip", "route", "get", cluster_ip], capture_output=True, text=True, check=True).stdout
+    assert "dev stk-out0" in route, route  # the packet would go to the namespace, not to the gateway
+
+    def ask(address: str) -> str:
+        return subprocess.run(["busybox", "nc", "-w", "3", address, "8080"], capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL, timeout=10).stdout.strip()  # fmt: skip
+
+    assert ask(outside) == "outside"  # positive control: the route and the server answer
+    before = fence_drops("output")
+    assert ask(cluster_ip) == ""
+    assert fence_drops("output") > before  # refused by the fence's host rule
