@@ -25,7 +25,6 @@ package main
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"flag"
@@ -55,6 +54,7 @@ type server struct {
 	clientCA   *x509.Certificate // the tenant's CA, which the kubelet client's chain must end at
 	clientName string            // the CN the tenant API server's kubelet-client certificate carries
 	metrics    http.Handler      // metrics.k8s.io (metrics.go); nil when not configured
+	super      *apiClient        // the super cluster's API, as this server's ServiceAccount (pod lists)
 	keys       keys
 	apiURL     *url.URL
 	tokenFile  string
@@ -147,33 +147,10 @@ func (s *server) authorized(r *http.Request) bool {
 // namespace by its tenant-namespace label, matched by its tenant-name annotation.
 func (s *server) superPod(r *http.Request, namespace, name string) (string, int, error) {
 	q := url.Values{"labelSelector": {fmt.Sprintf("%s=%s,%s=true", s.keys.namespaceLabel, namespace, s.keys.syncedLabel)}}
-	u := *s.apiURL
-	u.Path = fmt.Sprintf("/api/v1/namespaces/%s/pods", s.namespace)
-	u.RawQuery = q.Encode()
-	req, err := http.NewRequestWithContext(r.Context(), http.MethodGet, u.String(), nil)
-	if err != nil {
-		return "", http.StatusInternalServerError, err
-	}
-	if err := s.authorize(req); err != nil {
-		return "", http.StatusInternalServerError, err
-	}
-	resp, err := s.transport.RoundTrip(req)
-	if err != nil {
-		return "", http.StatusBadGateway, err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return "", http.StatusBadGateway, fmt.Errorf("listing pods: %s", resp.Status)
-	}
 	var list struct {
-		Items []struct {
-			Metadata struct {
-				Name        string            `json:"name"`
-				Annotations map[string]string `json:"annotations"`
-			} `json:"metadata"`
-		} `json:"items"`
+		Items []listItem `json:"items"`
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
+	if _, err := s.super.do(r, http.MethodGet, fmt.Sprintf("/api/v1/namespaces/%s/pods", s.namespace), q, nil, &list); err != nil {
 		return "", http.StatusBadGateway, err
 	}
 	for _, item := range list.Items {
@@ -271,6 +248,18 @@ type nopCloser struct{ *strings.Reader }
 
 func (nopCloser) Close() error { return nil }
 
+// transport: HTTP/1.1 (upgrades -- SPDY, WebSocket -- need it), servers checked against `roots`,
+// no proxy from the environment, bounded dial and handshake.
+func transport(roots *x509.CertPool, client []tls.Certificate) *http.Transport {
+	return &http.Transport{
+		TLSClientConfig:     &tls.Config{RootCAs: roots, Certificates: client, MinVersion: tls.VersionTLS12},
+		Proxy:               nil,
+		DialContext:         (&net.Dialer{Timeout: 10 * time.Second}).DialContext,
+		TLSHandshakeTimeout: 10 * time.Second,
+		ForceAttemptHTTP2:   false,
+	}
+}
+
 func superTransport(caFile string) (http.RoundTripper, error) {
 	pem, err := os.ReadFile(caFile)
 	if err != nil {
@@ -280,13 +269,7 @@ func superTransport(caFile string) (http.RoundTripper, error) {
 	if !pool.AppendCertsFromPEM(pem) {
 		return nil, fmt.Errorf("%s holds no certificate", caFile)
 	}
-	return &http.Transport{
-		TLSClientConfig:     &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12},
-		Proxy:               nil,
-		DialContext:         (&net.Dialer{Timeout: 10 * time.Second}).DialContext,
-		TLSHandshakeTimeout: 10 * time.Second,
-		ForceAttemptHTTP2:   false, // upgrades (SPDY, WebSocket) need HTTP/1.1
-	}, nil
+	return transport(pool, nil), nil
 }
 
 func readCertificate(file string) (*x509.Certificate, error) {
@@ -318,12 +301,7 @@ func tenantClient(server, caFile, certFile, keyFile string) (*apiClient, error) 
 	}
 	roots := x509.NewCertPool()
 	roots.AddCert(ca)
-	return &apiClient{base: base, transport: &http.Transport{
-		TLSClientConfig:     &tls.Config{RootCAs: roots, Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12},
-		Proxy:               nil,
-		DialContext:         (&net.Dialer{Timeout: 10 * time.Second}).DialContext,
-		TLSHandshakeTimeout: 10 * time.Second,
-	}}, nil
+	return &apiClient{base: base, transport: transport(roots, []tls.Certificate{cert})}, nil
 }
 
 func main() {
@@ -351,7 +329,7 @@ func main() {
 	if host == "" || port == "" {
 		log.Fatal("KUBERNETES_SERVICE_HOST and KUBERNETES_SERVICE_PORT are not set: run me in a pod")
 	}
-	transport, err := superTransport(*saDir + "/ca.crt")
+	toSuper, err := superTransport(*saDir + "/ca.crt")
 	if err != nil {
 		log.Fatalf("super cluster CA: %v", err)
 	}
@@ -368,8 +346,9 @@ func main() {
 		keys:       keys{*namespaceLabel, *nameAnnotation, *syncedLabel},
 		apiURL:     &url.URL{Scheme: "https", Host: net.JoinHostPort(host, port)},
 		tokenFile:  *saDir + "/token",
-		transport:  transport,
+		transport:  toSuper,
 	}
+	s.super = &apiClient{base: s.apiURL, transport: toSuper, sign: s.authorize}
 	if *frontProxyCA != "" {
 		proxyCA, err := readCertificate(*frontProxyCA)
 		if err != nil {
@@ -384,7 +363,7 @@ func main() {
 			log.Fatal("--node-name is required with --front-proxy-ca")
 		}
 		s.metrics = &metricsAPI{
-			super:          &apiClient{base: s.apiURL, transport: transport, sign: s.authorize},
+			super:          s.super,
 			tenant:         tenant,
 			workloads:      *namespace,
 			keys:           s.keys,
