@@ -293,8 +293,7 @@ func (m *metricsAPI) allowed(r *http.Request, user userInfo, q metricsRequest) (
 	}
 	var answer struct {
 		Status struct {
-			Allowed bool   `json:"allowed"`
-			Reason  string `json:"reason"`
+			Allowed bool `json:"allowed"`
 		} `json:"status"`
 	}
 	if code, err := m.tenant.do(r, http.MethodPost, "/apis/authorization.k8s.io/v1/subjectaccessreviews", nil, review, &answer); err != nil {
