@@ -3,10 +3,11 @@ baseline, against the super cluster itself (`make conformance`, and a selection 
 
 The suite is upstream's `e2e.test` of the tenant's Kubernetes version, run by `ginkgo`, both built
 from the Kubernetes module (`hack/testbin/build.sh conformance`), never modified. The images its
-tests use are the ones that can be built here (agnhost from the Kubernetes module, busybox from
-Debian's busybox-static, pause from its C source), served by the local registry under the names the
-suite's own image configuration (`KUBE_TEST_REPO_LIST`) points it at. A test whose image is not
-built here fails on both sides, and is counted, not hidden.
+tests use are the ones that can be built here (agnhost from the Kubernetes module over a Debian
+layer with the tools upstream's image adds, busybox from Debian's busybox-static, pause from its
+C source, httpd and nginx stand-ins, jessie-dnsutils, nonroot, kitten, nautilus), served by the
+local registry under the names the suite's own image configuration (`KUBE_TEST_REPO_LIST`) points
+it at. A test whose image is not built here fails on both sides, and is counted, not hidden.
 """
 
 from __future__ import annotations
@@ -30,18 +31,23 @@ E2E_REGISTRY = f"{registry.OPEN_HOST}/e2e-test-images"
 GC_REGISTRY = registry.OPEN_HOST
 # The suite's names and tags in Kubernetes 1.34 (test/utils/image/manifest.go).
 AGNHOST, BUSYBOX_TAG, PAUSE_TAG = "2.56", "1.37.0-1", "3.10.1"
-IMAGES_BUILT_HERE = (f"{E2E_REGISTRY}/agnhost:{AGNHOST}", f"{E2E_REGISTRY}/busybox:{BUSYBOX_TAG}",
-                     f"{GC_REGISTRY}/pause:{PAUSE_TAG}")  # fmt: skip
-# Upstream images not built here (their tests fail on both sides, ErrImagePull): Debian-based
-# images (jessie-dnsutils for the DNS tests, httpd and nginx for Deployments and kubectl tests) need
-# a Debian root filesystem assembled without Docker, and sample-apiserver its own module.
-NOT_BUILT_HERE = ("jessie-dnsutils", "httpd", "nginx", "sample-apiserver", "nonroot", "kitten", "nautilus")
-# Where the images built here differ from upstream's, so a test fails on both sides: agnhost's
-# userland is busybox's applets, not Alpine's netcat-openbsd, bash, curl and dig (e.g. `nc -t` of the
-# Service reachability checks); Debian's busybox 1.35 `sh` drops environment variables whose names are
-# not shell identifiers (`data-1`, the ConfigMap/Secret envFrom tests).
+HTTPD_TAGS, NGINX_TAGS = ("2.4.38-4", "2.4.39-4"), ("1.14-4", "1.15-4")
+JESSIE_DNSUTILS_TAG, KITTEN_TAG, NAUTILUS_TAG, NONROOT_TAG = "1.7", "1.7", "1.7", "1.5"
+IMAGES_BUILT_HERE = (
+    f"{E2E_REGISTRY}/agnhost:{AGNHOST}", f"{E2E_REGISTRY}/busybox:{BUSYBOX_TAG}", f"{GC_REGISTRY}/pause:{PAUSE_TAG}",
+    *(f"{E2E_REGISTRY}/httpd:{tag}" for tag in HTTPD_TAGS), *(f"{E2E_REGISTRY}/nginx:{tag}" for tag in NGINX_TAGS),
+    f"{E2E_REGISTRY}/jessie-dnsutils:{JESSIE_DNSUTILS_TAG}", f"{E2E_REGISTRY}/kitten:{KITTEN_TAG}",
+    f"{E2E_REGISTRY}/nautilus:{NAUTILUS_TAG}", f"{E2E_REGISTRY}/nonroot:{NONROOT_TAG}",
+)  # fmt: skip
+# Upstream images not built here (their tests fail on both sides, ErrImagePull): sample-apiserver
+# needs its own module built and an image of its own.
+NOT_BUILT_HERE = ("sample-apiserver",)
+# Where the images built here differ from upstream's, so a test may fail on both sides.
 IMAGE_GAPS = (
-    "agnhost: busybox applets instead of Alpine's netcat-openbsd, bash, curl, dig",
+    "agnhost, jessie-dnsutils, nonroot: Debian bookworm's userland (dash as sh, coreutils, bind9-dnsutils, "
+    "netcat-openbsd, curl, iproute2, iperf, wget, procps) instead of Alpine's busybox with those tools, "
+    "Debian jessie's and debian-base's",
+    "httpd, nginx: busybox's httpd serving upstream's document root on port 80, not Apache or nginx",
     "busybox: Debian's 1.35 sh drops environment variables whose names are not identifiers",
 )
 
@@ -95,19 +101,50 @@ def suite_binaries() -> tuple[Path, Path]:
     return e2e, ginkgo
 
 
+def image_specs(cache: Path, out: Any = print) -> list[tuple[images.ImageSpec, tuple[Path, ...]]]:
+    """The suite's images built here, each with the layers below its own (`IMAGES_BUILT_HERE`)."""
+    bin_dir = testbin_dir()
+    pause = static_binary(PAUSE_SOURCE, cache / "pause")
+    userland = (images.e2e_userland(cache, out),)
+    files, scripts = bin_dir / "test-images", cache / "test-image-scripts"
+    agnhost, busybox, pause_ref, httpd, httpd_new, nginx, nginx_new, dnsutils, kitten, nautilus, nonroot = (
+        IMAGES_BUILT_HERE
+    )
+
+    def agnhost_based(
+        reference: str, extra: dict[str, Path] | None = None, cmd: tuple[str, ...] = ("pause",)
+    ) -> images.ImageSpec:
+        return images.agnhost_image(
+            reference, bin_dir / "agnhost", bin_dir / "agnhost-porter", bin_dir / "coredns", extra, cmd
+        )
+
+    def picture(name: str) -> dict[str, Path]:
+        return {f"/{name}.jpg": files / name / f"{name}.jpg", "/data.json": files / name / "data.json"}
+
+    index = files / "httpd" / "index.html"
+    apache = ("/usr/local/apache2/htdocs", "/usr/local/bin/httpd-foreground")
+    return [
+        (agnhost_based(agnhost), userland),
+        (agnhost_based(kitten, picture("kitten"), ("test-webserver",)), userland),
+        (agnhost_based(nautilus, picture("nautilus"), ("test-webserver",)), userland),
+        (images.ImageSpec(dnsutils, {"/coredns": bin_dir / "coredns"}, cmd=("bash",), own_users=False), userland),
+        (images.ImageSpec(nonroot, {}, cmd=("/bin/sh",), own_users=False, user="1234"), userland),
+        (images.full_busybox_image(busybox, BUSYBOX), ()),
+        (images.ImageSpec(pause_ref, {"/pause": pause}, entrypoint=("/pause",)), ()),
+        *((images.web_server_image(ref, BUSYBOX, *apache, index, scripts), ()) for ref in (httpd, httpd_new)),
+        *(
+            (images.web_server_image(ref, BUSYBOX, "/usr/share/nginx/html", "/usr/sbin/nginx", index, scripts), ())
+            for ref in (nginx, nginx_new)
+        ),
+    ]
+
+
 def push_images(out: Any = print) -> None:
     """The suite's images into the local open registry, under the names `repo_list` gives."""
-    bin_dir, cache = testbin_dir(), cache_root() / "images"
-    pause = static_binary(PAUSE_SOURCE, cache / "pause")
-    agnhost, busybox, pause_ref = IMAGES_BUILT_HERE
-    specs = [
-        images.agnhost_image(agnhost, bin_dir / "agnhost", BUSYBOX, bin_dir / "agnhost-porter"),
-        images.full_busybox_image(busybox, BUSYBOX),
-        images.ImageSpec(pause_ref, {"/pause": pause}, entrypoint=("/pause",)),
-    ]
-    for spec in specs:
+    cache = cache_root() / "images"
+    for spec, below in image_specs(cache, out):
         name, tag = spec.reference.removeprefix(f"{registry.OPEN_HOST}/").rsplit(":", 1)
-        registry.push(images.cached_archive(spec, cache), registry.OPEN, name, tag)
+        registry.push(images.cached_archive(spec, cache, below), registry.OPEN, name, tag)
         out(f"image {spec.reference} pushed")
 
 

@@ -84,6 +84,13 @@ if [ "${1:-}" = conformance ]; then
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["Dir"])')
   mkdir -p "$bin_dir/agnhost-porter"
   install -m 0644 "$source_dir"/test/images/agnhost/porter/localhost.{crt,key} "$bin_dir/agnhost-porter/"
+  # The files upstream's kitten and nautilus images add to agnhost, and httpd's index page.
+  for image in kitten nautilus; do
+    mkdir -p "$bin_dir/test-images/$image"
+    install -m 0644 "$source_dir"/test/images/$image/html/* "$bin_dir/test-images/$image/"
+  done
+  mkdir -p "$bin_dir/test-images/httpd"
+  install -m 0644 "$source_dir"/test/images/httpd/index.html "$bin_dir/test-images/httpd/"
   echo "conformance suite ready in $(( $(date +%s) - started ))s: Kubernetes ${KUBERNETES_VERSION}'s e2e.test, ginkgo and agnhost"
   echo "$bin_dir"
   exit 0

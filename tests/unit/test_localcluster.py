@@ -179,12 +179,58 @@ def test_a_limit_that_cannot_be_raised_is_a_clear_error(tmp_path: Path, monkeypa
         host.apply_sysctls(root)
 
 
-def test_agnhost_image_has_upstreams_paths_and_a_shell(tmp_path: Path) -> None:
-    files = {name: tmp_path / name for name in ("agnhost", "busybox", "localhost.crt", "localhost.key")}
+def test_agnhost_image_has_upstreams_paths_over_the_debian_userland(tmp_path: Path) -> None:
+    files = {name: tmp_path / name for name in ("agnhost", "coredns", "localhost.crt", "localhost.key")}
     for path in files.values():
         path.write_text("x")
-    spec = images.agnhost_image("r/agnhost:2.56", files["agnhost"], Path("/bin/busybox"), tmp_path)
+    spec = images.agnhost_image("r/agnhost:2.56", files["agnhost"], tmp_path, files["coredns"])
     assert spec.entrypoint == ("/agnhost",) and spec.cmd == ("pause",)
-    assert {"/agnhost", "/localhost.crt", "/localhost.key"} <= set(spec.files)
-    assert spec.symlinks["/agnhost-2"] == "agnhost" and spec.symlinks["/bin/sh"] == "busybox"
-    assert "/bin/nc" in spec.symlinks and "/bin/busybox" not in spec.symlinks
+    assert {"/agnhost", "/localhost.crt", "/localhost.key", "/coredns"} <= set(spec.files)
+    assert spec.symlinks == {"/agnhost-2": "agnhost"}
+    # The shell, dig, nc and curl come from the Debian layer below, and so do its users.
+    assert not spec.own_users
+    assert {"bind9-dnsutils", "netcat-openbsd", "curl"} <= set(images.E2E_USERLAND_PACKAGES)
+    assert any("group-defined-in-image:x:50000:user-defined-in-image" in h for h in images.E2E_USERLAND_HOOKS)
+    kitten = images.agnhost_image("r/kitten:1.7", files["agnhost"], tmp_path, files["coredns"],
+                                  {"/data.json": files["coredns"]}, ("test-webserver",))  # fmt: skip
+    assert kitten.cmd == ("test-webserver",) and "/data.json" in kitten.files and "/agnhost" in kitten.files
+
+
+def test_a_layer_over_a_debian_layer_keeps_its_users_and_stacks_below_its_own(tmp_path: Path) -> None:
+    below = tmp_path / "debian.tar"
+    with tarfile.open(below, "w") as tar:
+        info = tarfile.TarInfo("etc/passwd")
+        info.size = 5
+        tar.addfile(info, io.BytesIO(b"root\n"))
+    tool = tmp_path / "tool"
+    tool.write_text("x")
+    spec = images.ImageSpec("r/nonroot:1.5", {"/tool": tool}, own_users=False, user="1234")
+    members = _members(images.write_oci_archive(spec, tmp_path / "a.tar", (below,)))
+    index = json.loads(members["index.json"])
+    manifest = json.loads(members["blobs/sha256/" + index["manifests"][0]["digest"][7:]])
+    config = json.loads(members["blobs/sha256/" + manifest["config"]["digest"][7:]])
+    assert config["config"]["User"] == "1234"
+    assert [layer["digest"] for layer in manifest["layers"]] == config["rootfs"]["diff_ids"]
+    assert config["rootfs"]["diff_ids"][0] == images.file_digest(below)
+    with tarfile.open(fileobj=io.BytesIO(members["blobs/sha256/" + config["rootfs"]["diff_ids"][1][7:]])) as tar:
+        assert tar.getnames() == ["tool"]  # no /etc/passwd over the Debian one
+
+
+def test_web_server_stand_in_serves_upstreams_root_with_its_command(tmp_path: Path) -> None:
+    index = tmp_path / "index.html"
+    index.write_text("<h1>It works!</h1>")
+    spec = images.web_server_image("r/httpd:2.4.38-4", Path("/bin/busybox"), "/usr/local/apache2/htdocs",
+                                   "/usr/local/bin/httpd-foreground", index, tmp_path / "scripts")  # fmt: skip
+    assert spec.cmd == ("httpd-foreground",)
+    assert spec.files["/usr/local/apache2/htdocs/index.html"] == index
+    script = spec.files["/usr/local/bin/httpd-foreground"].read_text()
+    assert "exec httpd -f -p 80 -h /usr/local/apache2/htdocs" in script
+    assert {"/bin/sh", "/bin/mv", "/bin/httpd"} <= set(spec.symlinks)
+    nginx = images.web_server_image("r/nginx:1.14-4", Path("/bin/busybox"), "/usr/share/nginx/html",
+                                    "/usr/sbin/nginx", index, tmp_path / "scripts")  # fmt: skip
+    assert nginx.cmd == ("nginx", "-g", "daemon off;")
+    # Rewritten only when it changes: the image's fingerprint reads the file's mtime.
+    before = spec.files["/usr/local/bin/httpd-foreground"].stat().st_mtime_ns
+    images.web_server_image("r/httpd:2.4.38-4", Path("/bin/busybox"), "/usr/local/apache2/htdocs",
+                            "/usr/local/bin/httpd-foreground", index, tmp_path / "scripts")  # fmt: skip
+    assert spec.files["/usr/local/bin/httpd-foreground"].stat().st_mtime_ns == before

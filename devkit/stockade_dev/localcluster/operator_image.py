@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -28,8 +27,6 @@ from stockade_dev.testbed.binaries import REPO_ROOT
 
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 OPERATOR_MANIFEST = REPO_ROOT / "manifests" / "operator.yaml"
-DEBIAN_SUITE = "bookworm"
-DEBIAN_MIRROR = "http://deb.debian.org/debian"
 # `essential` is dpkg's Essential set (a shell, coreutils, libc); python3 and the CA bundle on top.
 DEBIAN_PACKAGES = ("python3", "ca-certificates")
 # The image's user, with a name as the Dockerfile's `useradd` gives it: Python's getpass (which kopf
@@ -106,7 +103,10 @@ def image_config(spec: DockerfileImage, diff_ids: list[str]) -> dict[str, Any]:
         "rootfs": {"type": "layers", "diff_ids": diff_ids},
         "history": [
             {"created_by": by, "created": "1970-01-01T00:00:00Z"}
-            for by in (f"mmdebstrap {DEBIAN_SUITE} {' '.join(DEBIAN_PACKAGES)}", "pip install . (operator_image)")
+            for by in (
+                f"mmdebstrap {images.DEBIAN_SUITE} {' '.join(DEBIAN_PACKAGES)}",
+                "pip install . (operator_image)",
+            )
         ],
     }
 
@@ -127,27 +127,9 @@ def project_fingerprint(root: Path = REPO_ROOT) -> str:
 
 
 def base_layer(cache: Path, out: Callable[[str], None]) -> Path:
-    """The Debian layer (cached: it changes only with the suite, the package list and the user)."""
-    digest = _digest_of(DEBIAN_SUITE, *DEBIAN_PACKAGES, *USER_ENTRIES.values())
-    target = cache / f"operator-base-{DEBIAN_SUITE}-{digest}.tar"
-    if target.exists():
-        return target
-    if shutil.which("mmdebstrap") is None:
-        raise OperatorImageError("mmdebstrap missing: run `e2e/install-deps`")
-    out(f"    building the Debian {DEBIAN_SUITE} layer ({', '.join(DEBIAN_PACKAGES)}) with mmdebstrap …")
-    partial = target.with_suffix(".partial.tar")
-    excluded = ("doc", "man", "info", "locale", "lintian", "linda")
-    subprocess.run(
-        [
-            "mmdebstrap", "--quiet", "--variant=essential", f"--include={','.join(DEBIAN_PACKAGES)}",
-            "--skip=output/dev", *(f"--dpkgopt=path-exclude=/usr/share/{d}/*" for d in excluded),
-            *(f"--customize-hook=echo '{line}' >> \"$1/{path}\"" for path, line in USER_ENTRIES.items()),
-            DEBIAN_SUITE, str(partial), DEBIAN_MIRROR,
-        ],
-        check=True, timeout=900, env={**os.environ, "SOURCE_DATE_EPOCH": "0"},
-    )  # fmt: skip
-    partial.replace(target)
-    return target
+    """The Debian layer with Python and the image's user (cached)."""
+    hooks = tuple(f"echo '{line}' >> \"$1/{path}\"" for path, line in USER_ENTRIES.items())
+    return images.debian_layer(cache, "operator-base", DEBIAN_PACKAGES, hooks, out)
 
 
 def _relocate_scripts(site: Path, bin_dir: Path) -> None:
