@@ -281,6 +281,12 @@ class Tenant:
         return self.kubeconfig
 
 
+# The e2e tenants' default container requests: the API's default (100m CPU) would let the tier's
+# test pods fill this 2-core node's CPU requests (1910m of 2000m measured with two tenants), and a
+# new pod then waits out its test's timeout in Pending ("Insufficient cpu").
+E2E_CONTAINER_DEFAULTS = {"requests": {"cpu": "10m", "memory": "128Mi"}}
+
+
 def create_tenant(super_kubectl: Kubectl, folder: Path, name: str, spec: dict[str, Any]) -> Tenant:
     # A Tenant of the same name left by an earlier session (deleted or not: a fixture that failed
     # before its teardown leaves it) would swallow the apply.
@@ -289,7 +295,9 @@ def create_tenant(super_kubectl: Kubectl, folder: Path, name: str, spec: dict[st
         lambda: not super_kubectl("get", "tenant", name, "--ignore-not-found", "-o", "name").strip(),
         timeout=300, interval=2, what=f"an earlier Tenant {name} deleted",
     )  # fmt: skip
-    manifest = {"apiVersion": "stockade.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": name}, "spec": spec}
+    workloads = {"containerDefaults": E2E_CONTAINER_DEFAULTS, **spec.get("workloads", {})}
+    manifest = {"apiVersion": "stockade.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": name},
+                "spec": {**spec, "workloads": workloads}}  # fmt: skip
     super_kubectl("apply", "--server-side", "-f", "-", stdin=yaml.safe_dump(manifest))
     return Tenant(name, super_kubectl, folder / f"{name}.kubeconfig")
 

@@ -76,13 +76,21 @@ def elder(stockade: Operator, super_kubectl: Kubectl, legacy_release: Path, tmp_
 
 
 def layout(super_kubectl: Kubectl, tenant: Tenant) -> dict[str, list[str]]:
-    """The control-plane workloads by kind, and each control-plane pod's containers."""
+    """The control-plane workloads by kind, each Running control-plane pod's containers, and the
+    phase and conditions of the pods that are not Running (what a failed wait shows)."""
     namespace = tenant.control_plane_namespace
     found = {kind: [o["metadata"]["name"] for o in super_kubectl.json("get", kind, "-n", namespace)["items"]]
              for kind in ("deployments", "statefulsets")}  # fmt: skip
-    for item in running(pods(super_kubectl, namespace)):
+    every = pods(super_kubectl, namespace)
+    for item in running(every):
         spec = item["spec"]
         found[item["metadata"]["name"]] = [c["name"] for c in spec.get("initContainers", []) + spec["containers"]]
+    found["not running"] = [
+        f"{p['metadata']['name']}: {p['status'].get('phase')} "
+        + "; ".join(f"{c['type']}={c['status']} {c.get('message', '')}" for c in p["status"].get("conditions", []))
+        for p in every
+        if p["status"].get("phase") != "Running"
+    ]
     return found
 
 
@@ -114,12 +122,14 @@ def test_a_tenant_of_the_previous_release_migrates_in_place_keeping_data_and_wor
     legacy.stop()
     install_rbac(super_kubectl, REPO)
     stockade.start()
-    migrated = eventually(
-        lambda: (found := layout(super_kubectl, tenant))["deployments"] == []  # no DNS: it keeps its old range
-        and found.get("etcd-0") == ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"]
-        and found,
-        timeout=300, interval=2, what="one pod per replica, the Deployments gone",
-    )  # fmt: skip
+
+    def migrated_layout() -> dict[str, list[str]]:
+        found = layout(super_kubectl, tenant)
+        assert found["deployments"] == [], found  # no DNS: it keeps its old range
+        assert found.get("etcd-0") == ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"], found
+        return found
+
+    migrated = eventually(migrated_layout, timeout=300, interval=2, what="one pod per replica, the Deployments gone")
     assert migrated["statefulsets"] == [naming.CONTROL_PLANE]
     eventually(lambda: tenant.condition("ControlPlaneReady").get("message", "").startswith("1 control-plane"),
                timeout=300, interval=2, what="this release reports the control plane Ready")  # fmt: skip
