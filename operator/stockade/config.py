@@ -47,8 +47,9 @@ class OperatorConfig:
     image_pull_policy: str = "IfNotPresent"
     cluster_domain: str = "cluster.local"
     # The network gate's image (`images/netgate`): first in every tenant pod, it holds the pod's own
-    # containers back until the pod's NetworkPolicy is enforced.
-    netgate_image: str = "ghcr.io/stockade-dev/netgate:0.1.0"
+    # containers back until the pod's NetworkPolicy is enforced, and writes a pod's hosts file with
+    # its tenant name (0.2.0: `--hosts-file`, `--hosts-rename`; the syncer passes them).
+    netgate_image: str = "ghcr.io/stockade-dev/netgate:0.2.0"
     # The virtual node's kubelet API (`images/kubelet`): one per tenant, in its control-plane namespace.
     kubelet_image: str = "ghcr.io/stockade-dev/kubelet:0.1.0"
 

@@ -340,6 +340,10 @@ def test_statefulset_pods_reach_each_other_by_their_stable_names(alpha: Tenant) 
     ]))  # fmt: skip
     # Each pod answers as itself by its stable name, and each reached the other by name.
     assert seen == {"db-0": "db-0", "db-1": "db-1", "db-0-reached": "db-1", "db-1-reached": "db-0"}, seen
+    # Its hosts file names it as the tenant's kubelet would, never by the super cluster's namespace.
+    hosts = alpha.kubectl("exec", "db-0", "-n", APP_NAMESPACE, "--", "cat", "/etc/hosts")
+    assert "\tdb-0.db.shop.svc.cluster.local\tdb-0" in hosts, hosts
+    assert alpha.workloads_namespace not in hosts, hosts
 
 
 def test_another_tenant_can_neither_resolve_nor_reach_a_tenants_services(

@@ -42,7 +42,7 @@ ADDONS = REPO_ROOT / "e2e" / "addons"
 PAUSE_SOURCE = REPO_ROOT / "e2e" / "images" / "pause.c"
 # Stockade's network gate (images/netgate), built here the way its Dockerfile builds it.
 NETGATE_SOURCE = REPO_ROOT / "images" / "netgate" / "netgate.c"
-NETGATE_IMAGE = "stockade.local/netgate:0.1.0"
+NETGATE_IMAGE = "stockade.local/netgate:0.2.0"
 KUBELET_SOURCE = REPO_ROOT / "images" / "kubelet"
 KUBELET_IMAGE = "stockade.local/kubelet:0.1.0"
 # An image only a tenant holding the pull secret may run (see `registry`); the same busybox inside.

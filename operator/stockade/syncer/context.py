@@ -10,8 +10,14 @@ from typing import Any
 from stockade import naming
 from stockade.model import DEFAULT_VOLUME_TYPES
 
+# The names Stockade adds to super pods start with this; a tenant pod may not use it.
+RESERVED_PREFIX = "stockade-"
 # The init container Stockade puts first in every super pod (see `NetGate`); hidden from the tenant.
-NETGATE_CONTAINER = "stockade-netgate"
+NETGATE_CONTAINER = f"{RESERVED_PREFIX}netgate"
+# The volume the gate writes the pod's hosts file into, mounted as /etc/hosts in the pod's containers.
+HOSTS_VOLUME = f"{RESERVED_PREFIX}hosts"
+HOSTS_DIR = "/stockade-hosts"
+HOSTS_FILE = "hosts"
 
 
 @dataclass(frozen=True)
@@ -24,6 +30,10 @@ class NetGate:
     sandbox and network, and exits only once a destination the policy forbids (`deny`: the super
     cluster's API server) no longer answers while one it allows (`allow`: the tenant's API server)
     does. A pod whose policy never arrives never runs the tenant's code.
+
+    Given `hosts_rename` (the pod's name in the super namespace, its name in the tenant's), it also
+    writes the pod's hosts file as the tenant's own kubelet would, into `HOSTS_VOLUME`: the super
+    kubelet names a pod with a subdomain `<host>.<subdomain>.<super namespace>.svc.<domain>`.
     """
 
     image: str
@@ -31,13 +41,19 @@ class NetGate:
     allow: tuple[str, ...]
     seconds: int = 120
 
-    def container(self) -> dict[str, Any]:
+    def container(self, hosts_rename: tuple[str, str] | None = None) -> dict[str, Any]:
+        hosts_args: list[str] = []
+        mounts: dict[str, Any] = {}
+        if hosts_rename:
+            hosts_args = [f"--hosts-file={HOSTS_DIR}/{HOSTS_FILE}", "--hosts-rename={}={}".format(*hosts_rename)]
+            mounts = {"volumeMounts": [{"name": HOSTS_VOLUME, "mountPath": HOSTS_DIR}]}
         return {
             "name": NETGATE_CONTAINER,
             "image": self.image,
             "imagePullPolicy": "IfNotPresent",
             "args": [*(f"--deny={d}" for d in self.deny), *(f"--allow={a}" for a in self.allow),
-                     f"--seconds={self.seconds}"],
+                     f"--seconds={self.seconds}", *hosts_args],
+            **mounts,
             "securityContext": {
                 "runAsNonRoot": True, "runAsUser": 65534, "runAsGroup": 65534, "readOnlyRootFilesystem": True,
                 "allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]},

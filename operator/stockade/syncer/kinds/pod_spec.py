@@ -12,7 +12,7 @@ from typing import Any
 
 from stockade import naming
 from stockade.naming import ANNOTATION_NAME, ANNOTATION_NAMESPACE, ANNOTATION_UID, TOKEN_EXPIRES_ANNOTATION
-from stockade.syncer.context import NETGATE_CONTAINER, TenantContext
+from stockade.syncer.context import HOSTS_FILE, HOSTS_VOLUME, NETGATE_CONTAINER, RESERVED_PREFIX, TenantContext
 from stockade.syncer.translate import carried_annotation, carried_label, super_metadata, super_name
 
 SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -63,7 +63,14 @@ def pod_refusal(pod: Mapping[str, Any], ctx: TenantContext) -> str | None:
         return f"spec.runtimeClassName: {spec['runtimeClassName']!r} is not allowed; pods run in {ctx.runtime_class!r}"
     if spec.get("resourceClaims"):
         return "spec.resourceClaims: dynamic resource claims are not supported for tenant pods"
+    if spec.get("setHostnameAsFQDN") and spec.get("subdomain"):
+        return (
+            "spec.setHostnameAsFQDN: not supported: a pod's fully qualified name is the tenant's only in "
+            "its hosts file, not as its hostname"
+        )
     for i, volume in enumerate(spec.get("volumes") or []):
+        if str(volume.get("name", "")).startswith(RESERVED_PREFIX):
+            return f"spec.volumes[{i}].name: {volume['name']!r}: names starting with {RESERVED_PREFIX!r} are reserved"
         kinds = sorted(set(volume) - {"name"})
         if "hostPath" in kinds:
             return f"spec.volumes[{i}].hostPath: host paths are not allowed"
@@ -78,6 +85,8 @@ def pod_refusal(pod: Mapping[str, Any], ctx: TenantContext) -> str | None:
         return refusal
     for kind, i, container in _containers(spec):
         path = f"spec.{kind}[{i}]"
+        if str(container.get("name", "")).startswith(RESERVED_PREFIX):
+            return f"{path}.name: {container['name']!r}: names starting with {RESERVED_PREFIX!r} are reserved"
         sc = container.get("securityContext") or {}
         if sc.get("privileged"):
             return f"{path}.securityContext.privileged: privileged containers are not allowed"
@@ -383,6 +392,13 @@ def translate_pod(
         volumes.append(volume)
     spec["volumes"] = volumes
 
+    # A pod with a subdomain gets its tenant name in its hosts file from the gate (`NetGate`).
+    metadata = super_metadata(pod, ctx)
+    hosts_rename = None
+    if spec.get("subdomain") and ctx.netgate is not None:
+        hosts_rename = _hosts_rename(spec, metadata["name"], namespace, ctx)
+        _mount_hosts_file(spec)
+
     kubernetes = {
         "metadata": {"name": "kubernetes"},
         "spec": {"clusterIP": ctx.apiserver_host, "ports": [{"name": "https", "port": ctx.apiserver_port}]},
@@ -421,16 +437,30 @@ def translate_pod(
             container["imagePullPolicy"] = "Always"
             containers.append(container)
         if kind == "initContainers" and ctx.netgate is not None:
-            containers.insert(0, ctx.netgate.container())
+            containers.insert(0, ctx.netgate.container(hosts_rename))
         if containers:
             spec[kind] = containers
 
-    return {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": super_metadata(pod, ctx),
-        "spec": spec,
-    }
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
+
+
+def _hosts_rename(spec: dict[str, Any], super_pod_name: str, namespace: str, ctx: TenantContext) -> tuple[str, str]:
+    """The pod's name in its hosts file as the super kubelet writes it, up to the super cluster's
+    domain (`<host>.<subdomain>.<super namespace>.svc`), and as the tenant's kubelet would."""
+    host = spec.get("hostname") or super_pod_name
+    return (f"{host}.{spec['subdomain']}.{ctx.namespace}.svc",
+            f"{host}.{spec['subdomain']}.{namespace}.svc.{ctx.cluster_domain}")  # fmt: skip
+
+
+def _mount_hosts_file(spec: dict[str, Any]) -> None:
+    """The hosts file the gate writes, as /etc/hosts of every container of the pod that does not
+    mount its own there (the kubelet then leaves that container's /etc/hosts alone)."""
+    spec["volumes"].append({"name": HOSTS_VOLUME, "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}})
+    for kind in ("initContainers", "containers"):
+        for container in spec.get(kind) or []:
+            mounts = container.setdefault("volumeMounts", [])
+            if all(m.get("mountPath") != "/etc/hosts" for m in mounts):
+                mounts.append({"name": HOSTS_VOLUME, "mountPath": "/etc/hosts", "subPath": HOSTS_FILE})
 
 
 def token_secret(

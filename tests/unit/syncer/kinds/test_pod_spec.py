@@ -76,6 +76,9 @@ def test_pod_translation_forces_the_sandbox_and_hides_the_super_cluster() -> Non
          "spec.ephemeralContainers[0].securityContext.capabilities.add"),
         ({"securityContext": {"sysctls": [{"name": "kernel.msgmax", "value": "1"}]}}, "sysctls"),
         ({"runtimeClassName": "runc"}, "spec.runtimeClassName"),
+        ({"volumes": [{"name": "stockade-hosts", "emptyDir": {}}]}, "spec.volumes[0].name: 'stockade-hosts'"),
+        ({"initContainers": [{"name": "stockade-netgate"}]}, "spec.initContainers[0].name: 'stockade-netgate'"),
+        ({"subdomain": "db", "setHostnameAsFQDN": True}, "spec.setHostnameAsFQDN"),
     ],
 )  # fmt: skip
 def test_refusals_name_the_field(spec: dict[str, Any], field: str) -> None:
@@ -289,3 +292,32 @@ def test_containers_keep_the_tenant_pods_hostname() -> None:
     assert (out["hostname"], out["subdomain"]) == ("db-0", "db")
     assert pod_spec.translate_pod(pod(name="a" * 62 + "-b" * 5), CTX, None)["spec"]["hostname"] == "a" * 62
     assert "hostname" not in pod_spec.translate_pod(pod(name="web.v2"), CTX, None)["spec"]  # not a DNS label
+
+
+def test_a_pod_with_a_subdomain_has_its_tenant_name_in_its_hosts_file() -> None:
+    spec = {"hostname": "db-0", "subdomain": "db", "initContainers": [{"name": "own", "image": "i"}],
+            "containers": [{"name": "c", "image": "i"},
+                           {"name": "mine", "image": "i", "volumeMounts": [{"name": "h", "mountPath": "/etc/hosts"}]}],
+            "volumes": [{"name": "h", "configMap": {"name": "hosts"}}]}  # fmt: skip
+    out = pod_spec.translate_pod(pod(spec, namespace="shop"), SEALED, None)["spec"]
+    gate, own = out["initContainers"]
+    # The super kubelet writes db-0.db.<super namespace>.svc.<its domain>; the gate renames it.
+    assert gate["args"][-2:] == [
+        "--hosts-file=/stockade-hosts/hosts",
+        f"--hosts-rename=db-0.db.{SEALED.namespace}.svc=db-0.db.shop.svc.{SEALED.cluster_domain}",
+    ]
+    assert gate["volumeMounts"] == [{"name": context.HOSTS_VOLUME, "mountPath": context.HOSTS_DIR}]
+    hosts_mount = {"name": context.HOSTS_VOLUME, "mountPath": "/etc/hosts", "subPath": "hosts"}
+    assert hosts_mount in own["volumeMounts"] and hosts_mount in out["containers"][0]["volumeMounts"]
+    assert hosts_mount not in out["containers"][1]["volumeMounts"]  # it mounts its own /etc/hosts
+    volumes = {v["name"]: v for v in out["volumes"]}
+    assert volumes[context.HOSTS_VOLUME] == {"name": context.HOSTS_VOLUME,
+                                             "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}}  # fmt: skip
+    assert pod_spec._restricted_refusal({"containers": [gate]}) is None
+    # Without a subdomain the kubelet writes only the hostname: the file is the kubelet's.
+    plain = pod_spec.translate_pod(pod({"containers": [{"name": "c", "image": "i"}]}), SEALED, None)["spec"]
+    assert "volumeMounts" not in plain["initContainers"][0] and "volumeMounts" not in plain["containers"][0]
+    # A pod without a hostname of its own is named by its super pod's name, as that kubelet does.
+    unnamed = pod_spec.translate_pod(pod({"subdomain": "db", "containers": []}, name="web.v2"), SEALED, None)
+    host = unnamed["metadata"]["name"]
+    assert unnamed["spec"]["initContainers"][0]["args"][-1].startswith(f"--hosts-rename={host}.db.")
