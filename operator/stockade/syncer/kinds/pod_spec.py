@@ -506,6 +506,10 @@ POD_STATUS_FIELDS = (
     "message",
     # not qosClass: the tenant computes its own from its pod, and it is immutable
 )
+# A container status's resources are the super pod's (the Tenant's container defaults filled in):
+# kubectl takes them over the tenant pod's own spec (`describe node` panics on a container with
+# none in its spec and some in its status), so the tenant is shown its spec's alone.
+CONTAINER_STATUS_HIDDEN = ("resources", "allocatedResources")
 
 
 def tenant_pod_status(
@@ -517,6 +521,10 @@ def tenant_pod_status(
     out = {key: copy.deepcopy(status[key]) for key in POD_STATUS_FIELDS if key in status}
     if "initContainerStatuses" in out:
         out["initContainerStatuses"] = [s for s in out["initContainerStatuses"] if s.get("name") != NETGATE_CONTAINER]
+    for kind in ("containerStatuses", "initContainerStatuses", "ephemeralContainerStatuses"):
+        for container_status in out.get(kind) or []:
+            for key in CONTAINER_STATUS_HIDDEN:
+                container_status.pop(key, None)
     if status.get("hostIP"):
         out["hostIP"] = ctx.virtual_node_ip
         out["hostIPs"] = [{"ip": ctx.virtual_node_ip}]

@@ -321,3 +321,13 @@ def test_a_pod_with_a_subdomain_has_its_tenant_name_in_its_hosts_file() -> None:
     unnamed = pod_spec.translate_pod(pod({"subdomain": "db", "containers": []}, name="web.v2"), SEALED, None)
     host = unnamed["metadata"]["name"]
     assert unnamed["spec"]["initContainers"][0]["args"][-1].startswith(f"--hosts-rename={host}.db.")
+
+
+def test_container_statuses_do_not_show_the_super_pods_resources() -> None:
+    resources = {"requests": {"cpu": "100m"}, "limits": {"cpu": "1"}}
+    super_status = {"status": {"containerStatuses": [{"name": "c", "ready": True, "resources": resources,
+                                                      "allocatedResources": {"cpu": "100m"}}],
+                               "initContainerStatuses": [{"name": "own", "resources": resources}]}}  # fmt: skip
+    status = pod_spec.tenant_pod_status(super_status, SEALED)
+    assert status["containerStatuses"] == [{"name": "c", "ready": True}]
+    assert status["initContainerStatuses"] == [{"name": "own"}]
