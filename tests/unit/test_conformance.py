@@ -28,13 +28,17 @@ def test_only_conformance_its_are_read_from_the_report(tmp_path: Path) -> None:
 
 
 def test_a_failure_is_explained_only_by_its_evidence() -> None:
+    known = ((r'failed to get logs from .*an error on the server \("unknown"\)', "pods/log"),
+             (r":10250/(exec|attach)/", "pods/exec"))  # fmt: skip
     logs = 'failed to get logs from pod-x for c: an error on the server ("unknown") has prevented the request'
     exec_output = 'error sending request: Post "https://node:10250/exec/ns/pod/c?command=cat": dial tcp'
-    assert "pods/log" in str(suite.known_cause(logs, ""))
-    assert "pods/exec" in str(suite.known_cause("exit status 1", exec_output))
+    assert suite.known_cause(logs, "", known) == "pods/log"
+    assert suite.known_cause("exit status 1", exec_output, known) == "pods/exec"
     # Positive control of the negative: an unrelated failure stays unexplained.
-    assert suite.known_cause("service is not reachable within 2m0s", "nc: timed out") is None
-    assert suite.known_cause("failed to get logs from pod-x: context deadline exceeded", "") is None
+    assert suite.known_cause("service is not reachable within 2m0s", "nc: timed out", known) is None
+    assert suite.known_cause("failed to get logs from pod-x: context deadline exceeded", "", known) is None
+    # None is known today: every tenant failure of a test that passes on the super cluster counts.
+    assert suite.known_cause(logs, exec_output) is None
 
 
 def test_the_comparison_lists_what_passes_on_the_super_cluster_only() -> None:
@@ -48,6 +52,6 @@ def test_the_comparison_lists_what_passes_on_the_super_cluster_only() -> None:
 
 
 def test_the_ci_selection_is_one_regex_per_area() -> None:
-    for area in ("Services", "Pods", "ConfigMap", "Secrets", "Projected", "Downward API", "Job", "ServiceAccounts",
-                 "SubjectReview", "Namespaces", "CustomResourceDefinition"):  # fmt: skip
+    for area in ("Services", "DNS", "Deployment", "Pods", "ConfigMap", "Secrets", "Projected", "Downward API", "Job",
+                 "ServiceAccounts", "SubjectReview", "Namespaces", "CustomResourceDefinition"):  # fmt: skip
         assert area in suite.CI_FOCUS, area
