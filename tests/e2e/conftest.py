@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -129,12 +130,14 @@ class Operator:
         )
 
     def log_tail(self, lines: int) -> str:
-        if not self.in_cluster:
-            return self.process.log_tail(lines)
+        """The last `lines` lines of its log that say more than a routine handler success (a
+        failed test's timer ticks every few seconds would otherwise crowd out what it did)."""
         try:
-            return "\n".join(self.log_text().splitlines()[-lines:])
+            text = self.log_text()
         except Exception as error:  # a diagnostic must never hide the failure it explains
             return f"not read: {error!r}"
+        said = [line for line in text.splitlines() if not ROUTINE_LOG_LINE.search(line)]
+        return "\n".join(said[-lines:])
 
     def running(self) -> bool:
         if not self.in_cluster:
@@ -232,6 +235,10 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         except Exception as error:  # a diagnostic must never hide the failure it explains
             report.sections.append(("tenant control planes in the super cluster", f"not read: {error!r}"))
     return report
+
+
+# Operator log lines a failure report leaves out: handlers that succeeded, with nothing else said.
+ROUTINE_LOG_LINE = re.compile(r"\[INFO +\] \[[^]]+\] (Timer|Handler) '[a-z_]+' succeeded\.$")
 
 
 @dataclass
