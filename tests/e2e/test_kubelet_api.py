@@ -334,9 +334,14 @@ def test_top_shows_the_pods_usage_to_whom_the_tenant_lets_see_it(gamma: Tenant, 
         rows = k("top", *args, "--no-headers").splitlines()
         return {row.split()[0]: row.split()[1:] for row in rows}
 
-    # The tenant's own pods, by their tenant names, with CPU and memory figures.
-    pods_usage = eventually(lambda: top("pods", "-n", APP_NAMESPACE), timeout=120, interval=5, what="kubectl top pods")
-    assert {"ticker", "web", "listener"} <= set(pods_usage), pods_usage
+    # The tenant's own pods, by their tenant names, with CPU and memory figures (each pod's once
+    # metrics-server has scraped it: a pod started late is missing from the first answers).
+    def usage_of_every_pod() -> dict[str, list[str]]:
+        usage = top("pods", "-n", APP_NAMESPACE)
+        assert {"ticker", "web", "listener"} <= set(usage), usage
+        return usage
+
+    pods_usage = eventually(usage_of_every_pod, timeout=120, interval=5, what="kubectl top pods of every pod")
     cpu, memory = pods_usage["ticker"]
     assert cpu.endswith("m") and memory.endswith("Mi") and int(memory[:-2]) > 0, pods_usage
     # A label selector means what it means in the tenant; --containers names the tenant's container.
