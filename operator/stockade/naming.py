@@ -44,6 +44,11 @@ LABEL_NAMESPACE = "stockade.dev/tenant-namespace"
 CARRIED_LABEL_PREFIX = "label.stockade.dev/"
 CARRIED_ANNOTATION_PREFIX = "annotation.stockade.dev/"
 TOKEN_EXPIRES_ANNOTATION = "stockade.dev/token-expires"
+# A tenant pod's labels and annotations as a whole, written the way its own kubelet writes them
+# into a downward-API file (`metadata.labels`, `metadata.annotations` are read from these: the super
+# pod's own maps hold the carried keys and Stockade's).
+ANNOTATION_TENANT_LABELS = "stockade.dev/tenant-labels"
+ANNOTATION_TENANT_ANNOTATIONS = "stockade.dev/tenant-annotations"
 
 MAX_NAME = 63
 HASH_LENGTH = 10

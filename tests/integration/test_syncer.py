@@ -219,6 +219,32 @@ def test_status_flows_up_and_deletion_converges_both_ways(
     eventually(lambda: gone(lambda: tenant_core.read_namespaced_pod("two", "status")), 30)
 
 
+def test_what_a_tenant_may_change_in_a_running_pod_follows(
+    tenant_a: TenantUnderTest, super_client: client.ApiClient
+) -> None:
+    info = {
+        "name": "info",
+        "downwardAPI": {"items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]},
+    }
+    make_pod(tenant_a, "updates", "one", {"containers": [{"name": "app", "image": PAUSE}], "volumes": [info]})
+    wait_super_pod(super_client, tenant_a, "updates", "one", 60)
+    tenant_core = client.CoreV1Api(tenant_a.superuser)
+    tenant_core.patch_namespaced_pod(
+        "one", "updates", {"metadata": {"labels": {"tier": "gold"}}, "spec": {"activeDeadlineSeconds": 3600}}
+    )
+
+    def followed() -> Any:
+        shadow = super_pod_for(super_client, tenant_a, "updates", "one")
+        return shadow if shadow.spec.active_deadline_seconds == 3600 else None
+
+    shadow = eventually(followed, 30, what="activeDeadlineSeconds carried")
+    # The downward-API file of all labels reads the tenant pod's labels, as its kubelet writes them.
+    assert shadow.metadata.annotations[naming.ANNOTATION_TENANT_LABELS] == 'tier="gold"'
+    assert shadow.spec.volumes[0].downward_api.items[0].field_ref.field_path == (
+        f"metadata.annotations['{naming.ANNOTATION_TENANT_LABELS}']"
+    )
+
+
 @pytest.mark.parametrize(
     ("name", "spec_update", "field"),
     [
@@ -271,22 +297,43 @@ def test_refused_pods_never_reach_the_super_cluster(
     assert gone(lambda: super_pod_for(super_client, tenant_a, "refusals", name))
 
 
-def test_ephemeral_container_with_privilege_is_refused(
+def test_ephemeral_containers_are_carried_and_a_privileged_one_refused(
     tenant_a: TenantUnderTest, super_client: client.ApiClient
 ) -> None:
+    tenant_core = client.CoreV1Api(tenant_a.superuser)
     make_pod(tenant_a, "debug", "target")
+    make_pod(tenant_a, "debug", "plain")
     wait_super_pod(super_client, tenant_a, "debug", "target", 60)
-    ephemeral = {"spec": {"ephemeralContainers": [{"name": "dbg", "image": PAUSE,
-                                                   "securityContext": {"privileged": True}}]}}  # fmt: skip
-    client.CoreV1Api(tenant_a.superuser).patch_namespaced_pod_ephemeralcontainers("target", "debug", ephemeral)
+    wait_super_pod(super_client, tenant_a, "debug", "plain", 60)
+    privileged = {"spec": {"ephemeralContainers": [{"name": "dbg", "image": PAUSE,
+                                                    "securityContext": {"privileged": True}}]}}  # fmt: skip
+    tenant_core.patch_namespaced_pod_ephemeralcontainers("target", "debug", privileged)
+    plain = {"spec": {"ephemeralContainers": [{"name": "dbg", "image": PAUSE, "targetContainerName": "app",
+                                               "env": [{"name": "WHO", "valueFrom": {"fieldRef": {
+                                                   "fieldPath": "metadata.name"}}}]}]}}  # fmt: skip
+    tenant_core.patch_namespaced_pod_ephemeralcontainers("plain", "debug", plain)
 
-    def told() -> Any:
-        pod = client.CoreV1Api(tenant_a.superuser).read_namespaced_pod("target", "debug")
-        return next((c for c in pod.status.conditions or [] if c.reason == "StockadeRejected"), None)
+    # The positive control: a plain one is added to the super pod, translated as any container.
+    def carried() -> Any:
+        return super_pod_for(super_client, tenant_a, "debug", "plain").spec.ephemeral_containers
 
-    assert "ephemeralContainers[0].securityContext.privileged" in eventually(told, 30).message
-    shadow = super_pod_for(super_client, tenant_a, "debug", "target")
-    assert not shadow.spec.ephemeral_containers
+    (dbg,) = eventually(carried, 60, what="the ephemeral container added to the super pod")
+    assert dbg.name == "dbg" and dbg.image == PAUSE and dbg.target_container_name == "app"
+    assert [(e.name, e.value) for e in dbg.env if e.name == "WHO"] == [("WHO", "plain")]
+    assert dbg.resources is None or not (dbg.resources.limits or dbg.resources.requests)
+
+    def told_by_event() -> bool:
+        events = tenant_core.list_namespaced_event("debug", field_selector="involvedObject.name=target").items
+        return any(
+            e.reason == "StockadeRejected" and "ephemeralContainers[0].securityContext.privileged" in e.message
+            for e in events
+        )
+
+    eventually(told_by_event, 30, what="refusal Event")
+    assert not super_pod_for(super_client, tenant_a, "debug", "target").spec.ephemeral_containers
+    # The pod it was added to keeps running, and is not marked refused.
+    conditions = tenant_core.read_namespaced_pod("target", "debug").status.conditions or []
+    assert not [c for c in conditions if c.reason == "StockadeRejected"]
 
 
 def test_pod_security_restricted_is_enforced_by_the_syncer(

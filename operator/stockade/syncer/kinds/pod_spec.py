@@ -11,7 +11,14 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from stockade import naming
-from stockade.naming import ANNOTATION_NAME, ANNOTATION_NAMESPACE, ANNOTATION_UID, TOKEN_EXPIRES_ANNOTATION
+from stockade.naming import (
+    ANNOTATION_NAME,
+    ANNOTATION_NAMESPACE,
+    ANNOTATION_TENANT_ANNOTATIONS,
+    ANNOTATION_TENANT_LABELS,
+    ANNOTATION_UID,
+    TOKEN_EXPIRES_ANNOTATION,
+)
 from stockade.syncer.context import HOSTS_FILE, HOSTS_VOLUME, NETGATE_CONTAINER, RESERVED_PREFIX, TenantContext
 from stockade.syncer.translate import carried_annotation, carried_label, super_metadata, super_name
 
@@ -178,15 +185,20 @@ def _fill_resources(container: dict[str, Any], ctx: TenantContext) -> None:
 
 
 _ITEM_KEY = re.compile(r"^metadata\.(labels|annotations)\['(.+)'\]$")
+# Whole maps of the tenant pod, each read from the annotation that holds it as its kubelet writes it.
+WHOLE_MAPS = {"metadata.labels": ("labels", ANNOTATION_TENANT_LABELS),
+              "metadata.annotations": ("annotations", ANNOTATION_TENANT_ANNOTATIONS)}  # fmt: skip
 
 
 def _rewrite_field_ref(ref: dict[str, Any]) -> None:
     """In a downward-API volume the super pod is read: its own name, namespace and uid differ, so
-    read the tenant's from annotations; single labels and annotations from their carried keys."""
+    read the tenant's from annotations; single labels and annotations from their carried keys; all
+    of them from the annotation that holds the tenant pod's map (`kubelet_map_text`)."""
     mapping = {
         "metadata.name": f"metadata.annotations['{ANNOTATION_NAME}']",
         "metadata.namespace": f"metadata.annotations['{ANNOTATION_NAMESPACE}']",
         "metadata.uid": f"metadata.annotations['{ANNOTATION_UID}']",
+        **{path: f"metadata.annotations['{key}']" for path, (_, key) in WHOLE_MAPS.items()},
     }
     path = ref.get("fieldPath", "")
     if path in mapping:
@@ -195,6 +207,49 @@ def _rewrite_field_ref(ref: dict[str, Any]) -> None:
         carry = carried_label if match[1] == "labels" else carried_annotation
         ref["fieldPath"] = f"metadata.{match[1]}['{carry(match[2])}']"
     ref.pop("apiVersion", None)
+
+
+_GO_ESCAPES = {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t",
+               "\v": "\\v", "\\": "\\\\", '"': '\\"'}  # fmt: skip
+
+
+def _go_quote(text: str) -> str:
+    """`text` as Go's `%q` writes it (strconv.Quote): printable characters as they are."""
+    out = []
+    for char in text:
+        if char in _GO_ESCAPES:
+            out.append(_GO_ESCAPES[char])
+        elif char.isprintable():
+            out.append(char)
+        elif ord(char) < 0x80:
+            out.append(f"\\x{ord(char):02x}")
+        elif ord(char) < 0x10000:
+            out.append(f"\\u{ord(char):04x}")
+        else:
+            out.append(f"\\U{ord(char):08x}")
+    return f'"{"".join(out)}"'
+
+
+def kubelet_map_text(values: Mapping[str, str]) -> str:
+    """Labels or annotations as the kubelet writes them into a downward-API file: `key="value"`
+    lines in key order (Go's %q quoting), no newline at the end."""
+    return "\n".join(f"{key}={_go_quote(values[key])}" for key in sorted(values))
+
+
+def _whole_map_annotations(pod: Mapping[str, Any], volumes: Iterable[Mapping[str, Any]]) -> dict[str, str]:
+    """The annotations holding the tenant pod's whole labels/annotations, for the (translated)
+    downward-API volumes that read them; none if no volume does (they would only weigh)."""
+    paths: set[str] = set()
+    for volume in volumes:
+        sources = [volume, *((volume.get("projected") or {}).get("sources") or [])]
+        for source in sources:
+            for item in (source.get("downwardAPI") or {}).get("items") or []:
+                paths.add((item.get("fieldRef") or {}).get("fieldPath", ""))
+    return {
+        key: kubelet_map_text(pod["metadata"].get(field) or {})
+        for field, key in WHOLE_MAPS.values()
+        if f"metadata.annotations['{key}']" in paths
+    }
 
 
 def _env_field_value(path: str, pod: Mapping[str, Any], ctx: TenantContext) -> str | None:
@@ -394,47 +449,18 @@ def translate_pod(
 
     # A pod with a subdomain gets its tenant name in its hosts file from the gate (`NetGate`).
     metadata = super_metadata(pod, ctx)
+    metadata["annotations"].update(_whole_map_annotations(pod, volumes))
     hosts_rename = None
     if spec.get("subdomain") and ctx.netgate is not None:
         hosts_rename = _hosts_rename(spec, metadata["name"], namespace, ctx)
         _mount_hosts_file(spec)
 
-    kubernetes = {
-        "metadata": {"name": "kubernetes"},
-        "spec": {"clusterIP": ctx.apiserver_host, "ports": [{"name": "https", "port": ctx.apiserver_port}]},
-    }
-    linked = list(services) if pod["spec"].get("enableServiceLinks", True) else []
-    links = service_env([kubernetes, *(svc for svc in linked if svc["metadata"]["name"] != "kubernetes")])
+    links = _service_links(pod, ctx, services)
     for kind in ("initContainers", "containers"):
         containers = []
         for container in spec.get(kind) or []:
-            container = copy.deepcopy(container)
-            env = [e for e in container.get("env") or [] if not e["name"].startswith("KUBERNETES_SERVICE_")]
-            own = {e["name"] for e in env}
-            for var in env:
-                source = var.get("valueFrom") or {}
-                if "configMapKeyRef" in source:
-                    source["configMapKeyRef"]["name"] = ref(source["configMapKeyRef"]["name"])
-                if "secretKeyRef" in source:
-                    source["secretKeyRef"]["name"] = ref(source["secretKeyRef"]["name"])
-                if "fieldRef" in source:
-                    fixed = _env_field_value(source["fieldRef"].get("fieldPath", ""), pod, ctx)
-                    if fixed is not None:
-                        var.pop("valueFrom")
-                        var["value"] = fixed
-                    else:
-                        _rewrite_field_ref(source["fieldRef"])
-            # Service variables first, so the container's own may refer to them ($(WEB_SERVICE_HOST))
-            # and override them, as with the kubelet.
-            container["env"] = [e for e in links if e["name"] not in own] + env
-            for env_from in container.get("envFrom") or []:
-                for key in ("configMapRef", "secretRef"):
-                    if key in env_from:
-                        env_from[key]["name"] = ref(env_from[key]["name"])
+            container = _container(container, pod, ctx, links)
             _fill_resources(container, ctx)
-            # The node asks the registry at every start, with this pod's pull secrets: a tenant runs
-            # only images its own credentials can pull, never one another tenant left in the cache.
-            container["imagePullPolicy"] = "Always"
             containers.append(container)
         if kind == "initContainers" and ctx.netgate is not None:
             containers.insert(0, ctx.netgate.container(hosts_rename))
@@ -442,6 +468,61 @@ def translate_pod(
             spec[kind] = containers
 
     return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}
+
+
+def translate_ephemeral_containers(
+    pod: Mapping[str, Any], ctx: TenantContext, services: Iterable[Mapping[str, Any]] = ()
+) -> list[dict[str, Any]]:
+    """The tenant pod's ephemeral containers (`kubectl debug`) as the super pod runs them: added
+    through the super pod's `ephemeralcontainers` subresource once it exists (never on create),
+    translated as its other containers are, but for resources, which they may not have."""
+    links = _service_links(pod, ctx, services)
+    return [_container(c, pod, ctx, links) for c in pod["spec"].get("ephemeralContainers") or []]
+
+
+def _service_links(
+    pod: Mapping[str, Any], ctx: TenantContext, services: Iterable[Mapping[str, Any]]
+) -> list[dict[str, str]]:
+    kubernetes = {
+        "metadata": {"name": "kubernetes"},
+        "spec": {"clusterIP": ctx.apiserver_host, "ports": [{"name": "https", "port": ctx.apiserver_port}]},
+    }
+    linked = list(services) if pod["spec"].get("enableServiceLinks", True) else []
+    return service_env([kubernetes, *(svc for svc in linked if svc["metadata"]["name"] != "kubernetes")])
+
+
+def _container(
+    container: Mapping[str, Any], pod: Mapping[str, Any], ctx: TenantContext, links: list[dict[str, str]]
+) -> dict[str, Any]:
+    """One container as the super pod runs it: names of what it reads, the tenant's view of the
+    downward API, the tenant's Service variables, and pulls with the pod's own credentials."""
+    namespace = pod["metadata"]["namespace"]
+    out = copy.deepcopy(dict(container))
+    env = [e for e in out.get("env") or [] if not e["name"].startswith("KUBERNETES_SERVICE_")]
+    own = {e["name"] for e in env}
+    for var in env:
+        source = var.get("valueFrom") or {}
+        for key in ("configMapKeyRef", "secretKeyRef"):
+            if key in source:
+                source[key]["name"] = super_name(namespace, source[key]["name"])
+        if "fieldRef" in source:
+            fixed = _env_field_value(source["fieldRef"].get("fieldPath", ""), pod, ctx)
+            if fixed is not None:
+                var.pop("valueFrom")
+                var["value"] = fixed
+            else:
+                _rewrite_field_ref(source["fieldRef"])
+    # Service variables first, so the container's own may refer to them ($(WEB_SERVICE_HOST)) and
+    # override them, as with the kubelet.
+    out["env"] = [e for e in links if e["name"] not in own] + env
+    for env_from in out.get("envFrom") or []:
+        for key in ("configMapRef", "secretRef"):
+            if key in env_from:
+                env_from[key]["name"] = super_name(namespace, env_from[key]["name"])
+    # The node asks the registry at every start, with this pod's pull secrets: a tenant runs only
+    # images its own credentials can pull, never one another tenant left in the cache.
+    out["imagePullPolicy"] = "Always"
+    return out
 
 
 def _hosts_rename(spec: dict[str, Any], super_pod_name: str, namespace: str, ctx: TenantContext) -> tuple[str, str]:

@@ -21,6 +21,7 @@ from stockade.syncer.translate import Key, key_of
 log = logging.getLogger("stockade.syncer")
 
 TOKEN_SECONDS = 3600
+EPHEMERAL_PATH = "spec.ephemeralContainers"
 TOKEN_REFRESH_BEFORE = datetime.timedelta(minutes=20)
 
 
@@ -60,7 +61,8 @@ class Pods(Kind):
             return
         if pod["spec"].get("nodeName") != s.ctx.virtual_node:
             return  # not scheduled to this tenant's virtual node (yet)
-        if refusal := pod_spec.pod_refusal(pod, s.ctx):
+        refusal = pod_spec.pod_refusal(pod, s.ctx)
+        if refusal and not (shadow is not None and refusal.startswith(EPHEMERAL_PATH)):
             await self._refuse(pod, refusal)
             return
         if shadow is None:
@@ -76,9 +78,14 @@ class Pods(Kind):
             await self._create(pod)
             return
         await self._refresh_token(pod, shadow)
-        s.settled(uid)
         await self._update(pod, shadow)
         await self.up(pod, shadow)
+        if refusal:
+            # A running pod stays as it is; the debug container it was given does not run.
+            await s.tell_once(pod, REJECTED_REASON, f"ephemeral container not run in the super cluster: {refusal}")
+        else:
+            s.settled(uid)
+            await self._add_ephemeral_containers(pod, shadow)
 
     async def _refuse(self, pod: Mapping[str, Any], reason: str) -> None:
         """The tenant pod's PodScheduled condition and a Warning Event say why it does not run."""
@@ -168,11 +175,35 @@ class Pods(Kind):
                 return
         await self._store_token(pod, shadow, *(await self._mint_token(pod)))
 
+    async def _add_ephemeral_containers(self, pod: Mapping[str, Any], shadow: Mapping[str, Any]) -> None:
+        """Ephemeral containers the tenant added (`kubectl debug`) and the super pod lacks. They can
+        only be added, never changed or removed, through the super pod's own subresource."""
+        s = self.sides
+        present = {c["name"] for c in shadow["spec"].get("ephemeralContainers") or []}
+        if all(c["name"] in present for c in pod["spec"].get("ephemeralContainers") or []):
+            return
+        namespace = pod["metadata"]["namespace"]
+        services = [svc for (ns, _), svc in s.tenant_caches["Service"].cache.items() if ns == namespace]
+        wanted = pod_spec.translate_ephemeral_containers(pod, s.ctx, services)
+        added = [c for c in wanted if c["name"] not in present]
+        written = await s.super.request(
+            "PATCH",
+            f"/api/v1/namespaces/{s.ctx.namespace}/pods/{shadow['metadata']['name']}/ephemeralcontainers",
+            body={"spec": {"ephemeralContainers": added}},
+            content_type="application/strategic-merge-patch+json",
+        )
+        s.super_caches[self.kind].wrote(written)
+        metrics.SYNCED.labels(s.tenant, self.kind, "down").inc()
+
     async def _update(self, pod: Mapping[str, Any], shadow: Mapping[str, Any]) -> None:
-        """Pod specs are immutable but for images (and labels/annotations): follow those."""
+        """Pod specs are immutable but for images, activeDeadlineSeconds (and labels/annotations):
+        follow those."""
         s = self.sides
         desired = pod_spec.translate_pod(pod, s.ctx, None)
         patch: dict[str, Any] = {}
+        deadline = desired["spec"].get("activeDeadlineSeconds")
+        if deadline is not None and deadline != shadow["spec"].get("activeDeadlineSeconds"):
+            patch["spec"] = {"activeDeadlineSeconds": deadline}
         current_images = {c["name"]: c.get("image") for c in shadow["spec"].get("containers", [])}
         changed = [
             {"name": c["name"], "image": c["image"]}
@@ -180,7 +211,7 @@ class Pods(Kind):
             if current_images.get(c["name"]) != c.get("image")
         ]
         if changed:
-            patch["spec"] = {"containers": changed}
+            patch.setdefault("spec", {})["containers"] = changed
         meta = desired["metadata"]
         if meta["labels"] != shadow["metadata"].get("labels") or not subset(
             meta["annotations"], shadow["metadata"].get("annotations")

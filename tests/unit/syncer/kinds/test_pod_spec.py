@@ -190,6 +190,47 @@ def test_downward_api_shows_the_tenants_view() -> None:
     assert items[1]["fieldRef"]["fieldPath"] == f"metadata.annotations['{tr.carried_annotation('note')}']"
 
 
+def test_downward_api_files_of_all_labels_and_annotations_are_the_tenant_pods() -> None:
+    volume = {"name": "info", "downwardAPI": {"items": [
+        {"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}},
+    ]}}  # fmt: skip
+    projected = {"name": "more", "projected": {"sources": [{"downwardAPI": {"items": [
+        {"path": "annotations", "fieldRef": {"fieldPath": "metadata.annotations"}},
+    ]}}]}}  # fmt: skip
+    spec = {"containers": [{"name": "c", "image": "i"}], "volumes": [volume, projected]}
+    labels = {"b": "2", "a": 'say "hi"\tthere\n', "app.kubernetes.io/name": "wéb"}
+    out = pod_spec.translate_pod(pod(spec, labels=labels, annotations={"note": "x\x01y"}), CTX, None)
+    items = [out["spec"]["volumes"][0]["downwardAPI"]["items"][0],
+             out["spec"]["volumes"][1]["projected"]["sources"][0]["downwardAPI"]["items"][0]]  # fmt: skip
+    assert items[0]["fieldRef"]["fieldPath"] == f"metadata.annotations['{naming.ANNOTATION_TENANT_LABELS}']"
+    assert items[1]["fieldRef"]["fieldPath"] == f"metadata.annotations['{naming.ANNOTATION_TENANT_ANNOTATIONS}']"
+    annotations = out["metadata"]["annotations"]
+    # Sorted `key="value"` lines quoted as Go's %q does, no newline at the end: the kubelet's file.
+    assert annotations[naming.ANNOTATION_TENANT_LABELS] == (
+        'a="say \\"hi\\"\\tthere\\n"\napp.kubernetes.io/name="wéb"\nb="2"'
+    )
+    assert annotations[naming.ANNOTATION_TENANT_ANNOTATIONS] == 'note="x\\x01y"'
+    # A pod that reads neither carries neither (they would only weigh on the super pod).
+    plain = pod_spec.translate_pod(pod(labels=labels), CTX, None)["metadata"]["annotations"]
+    assert naming.ANNOTATION_TENANT_LABELS not in plain and naming.ANNOTATION_TENANT_ANNOTATIONS not in plain
+    assert pod_spec.kubelet_map_text({}) == ""
+
+
+def test_ephemeral_containers_are_translated_as_containers_without_resources() -> None:
+    debug = {"name": "dbg", "image": "busybox", "targetContainerName": "c",
+             "env": [{"name": "ME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                     {"name": "S", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]}  # fmt: skip
+    spec = {"containers": [{"name": "c", "image": "i"}], "ephemeralContainers": [debug]}
+    tenant_pod = pod(spec)
+    assert "ephemeralContainers" not in pod_spec.translate_pod(tenant_pod, CTX, None)["spec"]  # never on create
+    (out,) = pod_spec.translate_ephemeral_containers(tenant_pod, CTX)
+    env = {e["name"]: e for e in out["env"]}
+    assert env["ME"]["value"] == "p" and env["S"]["valueFrom"]["secretKeyRef"]["name"] == tr.super_name("ns", "s")
+    assert env["KUBERNETES_SERVICE_HOST"]["value"] == CTX.apiserver_host
+    assert out["imagePullPolicy"] == "Always" and "resources" not in out
+    assert out["targetContainerName"] == "c"
+
+
 def test_the_network_gate_runs_first_and_is_hidden_from_the_tenant() -> None:
     spec = {"containers": [{"name": "c", "image": "i"}], "initContainers": [{"name": "own", "image": "i"}]}
     s = pod_spec.translate_pod(pod(spec), SEALED, None)["spec"]
