@@ -47,6 +47,11 @@ TOKEN_EXPIRES_ANNOTATION = "stockade.dev/token-expires"
 # A tenant pod's labels and annotations as a whole, written the way its own kubelet writes them
 # into a downward-API file (`metadata.labels`, `metadata.annotations` are read from these: the super
 # pod's own maps hold the carried keys and Stockade's).
+# Kubernetes' labels of an EndpointSlice, and the manager Stockade's slices name (the super and
+# tenant clusters' own controllers leave such slices alone).
+SLICE_SERVICE_LABEL = "kubernetes.io/service-name"
+SLICE_MANAGED_BY_LABEL = "endpointslice.kubernetes.io/managed-by"
+SLICE_MANAGER = "stockade.dev"
 ANNOTATION_TENANT_LABELS = "stockade.dev/tenant-labels"
 ANNOTATION_TENANT_ANNOTATIONS = "stockade.dev/tenant-annotations"
 

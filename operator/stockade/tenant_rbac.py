@@ -129,7 +129,7 @@ def kubelet_endpoints(kubelet_ip: str) -> dict[str, Any]:
         "apiVersion": "discovery.k8s.io/v1",
         "kind": "EndpointSlice",
         "metadata": {"name": name, "namespace": namespace, "labels": {
-            **LABELS, "kubernetes.io/service-name": name, "endpointslice.kubernetes.io/managed-by": "stockade.dev",
+            **LABELS, naming.SLICE_SERVICE_LABEL: name, naming.SLICE_MANAGED_BY_LABEL: naming.SLICE_MANAGER,
         }},
         "addressType": "IPv4",
         "endpoints": [{"addresses": [kubelet_ip], "conditions": {"ready": True}}],

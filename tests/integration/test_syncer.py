@@ -404,6 +404,51 @@ def test_services_configmaps_and_endpoints(tenant_a: TenantUnderTest, super_clie
     )
 
 
+def test_endpoint_slices_a_tenant_writes_reach_only_its_own_pods(
+    tenant_a: TenantUnderTest, super_client: client.ApiClient
+) -> None:
+    make_pod(tenant_a, "slices", "server")
+    shadow = wait_super_pod(super_client, tenant_a, "slices", "server", 60)
+    # No kubelet runs it here: the super pod's address is written as the super kubelet would.
+    status = {"status": {"phase": "Running", "podIP": "10.244.0.31", "podIPs": [{"ip": "10.244.0.31"}]}}
+    client.CoreV1Api(super_client).patch_namespaced_pod_status(
+        shadow.metadata.name, tenant_a.workloads_namespace, status
+    )
+    core = client.CoreV1Api(tenant_a.superuser)
+    core.create_namespaced_service("slices", {"metadata": {"name": "manual"}, "spec": {"ports": [{"port": 80}]}})
+    discovery = client.DiscoveryV1Api(tenant_a.superuser)
+
+    def slice_body(name: str, address: str, manager: str = "me") -> dict[str, Any]:
+        labels = {naming.SLICE_SERVICE_LABEL: "manual", naming.SLICE_MANAGED_BY_LABEL: manager}
+        return {"metadata": {"name": name, "labels": labels}, "addressType": "IPv4",
+                "endpoints": [{"addresses": [address]}], "ports": [{"port": 8080, "protocol": "TCP"}]}  # fmt: skip
+
+    discovery.create_namespaced_endpoint_slice("slices", slice_body("own", "10.244.0.31"))
+    discovery.create_namespaced_endpoint_slice("slices", slice_body("foreign", "10.96.0.1"))
+    mirrored_by_tenant = slice_body("mirrored", "10.244.0.31", "endpointslicemirroring-controller.k8s.io")
+    discovery.create_namespaced_endpoint_slice("slices", mirrored_by_tenant)
+    super_discovery = client.DiscoveryV1Api(super_client)
+    ns = tenant_a.workloads_namespace
+
+    def mirrored() -> Any:
+        return super_discovery.read_namespaced_endpoint_slice(tr.super_name("slices", "own"), ns)
+
+    own = eventually(mirrored, 30, what="the tenant's slice in the super cluster")
+    assert own.metadata.labels[naming.SLICE_SERVICE_LABEL] == tr.super_name("slices", "manual")
+    assert own.metadata.labels[naming.SLICE_MANAGED_BY_LABEL] == naming.SLICE_MANAGER
+    assert [e.addresses for e in own.endpoints] == [["10.244.0.31"]]
+
+    def refused() -> bool:
+        events = core.list_namespaced_event("slices", field_selector="involvedObject.name=foreign").items
+        return any(e.reason == "StockadeRejected" and "10.96.0.1" in e.message for e in events)
+
+    eventually(refused, 30, what="a slice toward an address not the tenant's pods' refused")
+    assert gone(lambda: super_discovery.read_namespaced_endpoint_slice(tr.super_name("slices", "foreign"), ns))
+    assert gone(lambda: super_discovery.read_namespaced_endpoint_slice(tr.super_name("slices", "mirrored"), ns))
+    discovery.delete_namespaced_endpoint_slice("own", "slices")
+    eventually(lambda: gone(mirrored), 30, what="the slice deleted with the tenant's")
+
+
 def test_two_tenants_never_collide(
     tenant_a: TenantUnderTest, tenant_b: TenantUnderTest, super_client: client.ApiClient
 ) -> None:

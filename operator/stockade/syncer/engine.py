@@ -84,11 +84,11 @@ class TenantSyncer:
         for name, kind in self.kinds.items():
             if kind.tenant_watched:
                 self.sides.tenant_caches[name] = Informer(
-                    tenant_kube, "v1", name, tenant=self.tenant, side="tenant",
+                    tenant_kube, kind.api_version, name, tenant=self.tenant, side="tenant",
                     on_change=self._tenant_changed(name), on_health=self._health,
                 )  # fmt: skip
             self.sides.super_caches[name] = Informer(
-                super_kube, "v1", name, tenant=self.tenant, side="super", namespace=ctx.namespace,
+                super_kube, kind.api_version, name, tenant=self.tenant, side="super", namespace=ctx.namespace,
                 label_selector=selector if kind.super_selected else None, on_change=self._super_changed(kind),
             )  # fmt: skip
         self.loops = [cls(self.sides) for cls in LOOPS]

@@ -13,7 +13,7 @@ from stockade.syncer.kinds.events import Events
 from stockade.syncer.kinds.node import VirtualNode
 from stockade.syncer.kinds.pods import Pods
 from stockade.syncer.kinds.serviceaccounts import ServiceAccounts
-from stockade.syncer.kinds.services import Endpoints, Services
+from stockade.syncer.kinds.services import Endpoints, EndpointSlices, Services
 from stockade.syncer.kinds.volumes import Volumes
 
 KINDS: tuple[type[Kind], ...] = (
@@ -24,6 +24,7 @@ KINDS: tuple[type[Kind], ...] = (
     Volumes,
     Services,
     Endpoints,
+    EndpointSlices,
     Events,
 )
 LOOPS = (VirtualNode,)

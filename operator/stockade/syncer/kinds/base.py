@@ -124,7 +124,10 @@ class Sides:
         meta = shadow["metadata"]
         if meta.get("deletionTimestamp"):
             return
-        await self.super.delete("v1", kind, meta["name"], self.ctx.namespace, uid=meta["uid"], grace_seconds=grace)
+        api_version = self.kinds[kind].api_version if kind in self.kinds else "v1"
+        await self.super.delete(
+            api_version, kind, meta["name"], self.ctx.namespace, uid=meta["uid"], grace_seconds=grace
+        )
         metrics.SYNCED.labels(self.tenant, kind, "down").inc()
 
     # -- what the tenant is shown ----------------------------------------------------------------
@@ -176,6 +179,7 @@ class Kind:
     """One synced kind. Subclasses set `kind` and `translate`, and override the hooks they need."""
 
     kind: ClassVar[str]
+    api_version: ClassVar[str] = "v1"
     # Watch the tenant side for this kind (its objects are mirrored down).
     tenant_watched: ClassVar[bool] = True
     # The super side is watched only for objects the syncer made (label selector), if True.

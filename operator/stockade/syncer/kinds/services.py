@@ -1,7 +1,7 @@
-"""Services and the Endpoints of selector-less Services: ClusterIP only, pointing only at the
-tenant's own pods. A tenant Service has the same ClusterIP in the super cluster (the tenant's
-Service range is its block of the super cluster's pool), so the super cluster's Service proxy
-routes the address the tenant sees."""
+"""Services, and the Endpoints and EndpointSlices a tenant writes for selector-less Services:
+ClusterIP only, pointing only at the tenant's own pods. A tenant Service has the same ClusterIP in
+the super cluster (the tenant's Service range is its block of the super cluster's pool), so the
+super cluster's Service proxy routes the address the tenant sees."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from stockade.syncer import metrics
 from stockade.syncer.context import TenantContext
 from stockade.syncer.kinds import base
 from stockade.syncer.kinds.base import Kind
-from stockade.syncer.translate import carried_label, super_metadata
+from stockade.syncer.translate import carried_label, super_metadata, super_name
 
 
 def cluster_ips(service: Mapping[str, Any]) -> list[str]:
@@ -50,6 +50,17 @@ def endpoints_refusal(endpoints: Mapping[str, Any], tenant_pod_ips: set[str]) ->
         for address in [*(subset.get("addresses") or []), *(subset.get("notReadyAddresses") or [])]:
             if address.get("ip") not in tenant_pod_ips:
                 return f"subsets.addresses: {address.get('ip')} is not an IP of one of this tenant's pods"
+    return None
+
+
+def endpoint_slice_refusal(slice_: Mapping[str, Any], tenant_pod_ips: set[str]) -> str | None:
+    """As `endpoints_refusal`, for an EndpointSlice: addresses of the tenant's own pods only."""
+    if slice_.get("addressType") not in ("IPv4", "IPv6"):
+        return f"addressType: {slice_.get('addressType')!r}: only IPv4 and IPv6 slices are routed"
+    for i, endpoint in enumerate(slice_.get("endpoints") or []):
+        for address in endpoint.get("addresses") or []:
+            if address not in tenant_pod_ips:
+                return f"endpoints[{i}].addresses: {address} is not an IP of one of this tenant's pods"
     return None
 
 
@@ -90,6 +101,36 @@ def translate_endpoints(obj: Mapping[str, Any], ctx: TenantContext) -> dict[str,
             address.pop("targetRef", None)
             address.pop("nodeName", None)
     return {"apiVersion": "v1", "kind": "Endpoints", "metadata": super_metadata(obj, ctx), "subsets": subsets}
+
+
+# Slices the tenant's own controllers make: those of Services with a selector are computed in the
+# super cluster, those mirrored from Endpoints come there from the mirrored Endpoints.
+TENANT_CONTROLLERS = frozenset({"endpointslice-controller.k8s.io", "endpointslicemirroring-controller.k8s.io"})
+
+
+def translate_endpoint_slice(obj: Mapping[str, Any], ctx: TenantContext) -> dict[str, Any]:
+    """A tenant-written EndpointSlice for its super Service, managed by Stockade (the super cluster's
+    controllers leave it alone); the addresses and ports only, no node or pod names."""
+    meta = super_metadata(obj, ctx)
+    service = (obj["metadata"].get("labels") or {}).get(naming.SLICE_SERVICE_LABEL, "")
+    meta["labels"].update(
+        {
+            naming.SLICE_SERVICE_LABEL: super_name(obj["metadata"]["namespace"], service),
+            naming.SLICE_MANAGED_BY_LABEL: naming.SLICE_MANAGER,
+        }
+    )
+    endpoints = [
+        {key: copy.deepcopy(endpoint[key]) for key in ("addresses", "conditions") if key in endpoint}
+        for endpoint in obj.get("endpoints") or []
+    ]
+    return {
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": meta,
+        "addressType": obj["addressType"],
+        "endpoints": endpoints,
+        "ports": copy.deepcopy(obj.get("ports") or []),
+    }
 
 
 def _is_api_service(obj: Mapping[str, Any]) -> bool:
@@ -139,12 +180,34 @@ class Endpoints(Kind):
         return service is not None and not service["spec"].get("selector")
 
     def refusal(self, obj: Mapping[str, Any]) -> str | None:
-        pod_ips = {
-            ip["ip"]
-            for _, shadow in self.sides.super_objects("Pod")
-            for ip in (shadow.get("status") or {}).get("podIPs") or []
-        }
-        return endpoints_refusal(obj, pod_ips)
+        return endpoints_refusal(obj, _tenant_pod_ips(self.sides))
 
     def translate(self, obj: Mapping[str, Any]) -> dict[str, Any]:
         return translate_endpoints(obj, self.sides.ctx)
+
+
+class EndpointSlices(Kind):
+    kind = "EndpointSlice"
+    api_version = "discovery.k8s.io/v1"
+
+    def mirrored(self, obj: Mapping[str, Any]) -> bool:
+        """Only those the tenant writes itself, for a selector-less Service."""
+        labels = obj["metadata"].get("labels") or {}
+        if not super().mirrored(obj) or labels.get(naming.SLICE_MANAGED_BY_LABEL) in TENANT_CONTROLLERS:
+            return False
+        key = (obj["metadata"]["namespace"], labels.get(naming.SLICE_SERVICE_LABEL, ""))
+        service = self.sides.in_tenant(Services.kind, key)
+        return service is not None and not _is_api_service(service) and not service["spec"].get("selector")
+
+    def refusal(self, obj: Mapping[str, Any]) -> str | None:
+        return endpoint_slice_refusal(obj, _tenant_pod_ips(self.sides))
+
+    def translate(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        return translate_endpoint_slice(obj, self.sides.ctx)
+
+
+def _tenant_pod_ips(sides: base.Sides) -> set[str]:
+    """The addresses of the tenant's running pods: what its Endpoints may point at."""
+    return {
+        ip["ip"] for _, shadow in sides.super_objects("Pod") for ip in (shadow.get("status") or {}).get("podIPs") or []
+    }

@@ -1,9 +1,11 @@
-"""Services and Endpoints."""
+"""Services, Endpoints and EndpointSlices."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from stockade import naming
+from stockade.syncer import translate as tr
 from stockade.syncer.kinds import pod_spec, services
 from tests.unit.syncer.helpers import CTX, pod, tenant_context
 
@@ -63,3 +65,33 @@ def test_a_tenant_from_before_the_pool_lets_the_super_cluster_pick_addresses() -
     assert "clusterIP" not in services.translate_service(service(clusterIP="10.96.0.20"), legacy)["spec"]
     headless = services.translate_service(service(clusterIP="None"), legacy)["spec"]
     assert headless["clusterIP"] == "None"
+
+
+def endpoint_slice(*addresses: str, address_type: str = "IPv4") -> dict[str, Any]:
+    return {
+        "metadata": {"name": "manual-1", "namespace": "ns", "uid": "u",
+                     "labels": {naming.SLICE_SERVICE_LABEL: "manual", naming.SLICE_MANAGED_BY_LABEL: "me", "x": "y"}},
+        "addressType": address_type,
+        "endpoints": [{"addresses": [a], "conditions": {"ready": True}, "nodeName": "n1", "hostname": "h",
+                       "targetRef": {"kind": "Pod", "name": "p"}, "zone": "z"} for a in addresses],
+        "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+    }  # fmt: skip
+
+
+def test_a_tenant_written_endpoint_slice_points_only_at_the_tenants_pods() -> None:
+    pods = {"10.244.0.9", "10.244.0.10"}
+    assert services.endpoint_slice_refusal(endpoint_slice("10.244.0.9", "10.244.0.10"), pods) is None
+    refusal = services.endpoint_slice_refusal(endpoint_slice("10.244.0.9", "10.96.0.1"), pods)
+    assert refusal == "endpoints[1].addresses: 10.96.0.1 is not an IP of one of this tenant's pods"
+    assert "addressType: 'FQDN'" in (services.endpoint_slice_refusal(endpoint_slice(address_type="FQDN"), pods) or "")
+
+
+def test_a_tenant_written_endpoint_slice_serves_its_super_service_and_names_no_node_or_pod() -> None:
+    out = services.translate_endpoint_slice(endpoint_slice("10.244.0.9"), CTX)
+    labels = out["metadata"]["labels"]
+    assert labels[naming.SLICE_SERVICE_LABEL] == tr.super_name("ns", "manual")
+    assert labels[naming.SLICE_MANAGED_BY_LABEL] == naming.SLICE_MANAGER  # no super controller takes it over
+    assert labels[tr.carried_label("x")] == "y" and "x" not in labels
+    assert out["metadata"]["name"] == tr.super_name("ns", "manual-1") and out["metadata"]["namespace"] == CTX.namespace
+    assert out["endpoints"] == [{"addresses": ["10.244.0.9"], "conditions": {"ready": True}}]
+    assert out["ports"] == [{"name": "http", "port": 8080, "protocol": "TCP"}] and out["addressType"] == "IPv4"
