@@ -166,10 +166,10 @@ def test_deployment_pods_run_sandboxed_without_super_credentials(
         assert env["KUBERNETES_SERVICE_HOST"].value == "127.0.0.1"
         # The downward API's metadata.name is the tenant pod's name, fixed for the pod's life.
         assert env["POD"].value == pod.metadata.annotations[naming.ANNOTATION_NAME]
-        # No projected super-cluster token anywhere; the token volume is a Secret holding the tenant's token.
-        for volume in spec.volumes:
-            assert volume.projected is None
-        secret_name = next(v.secret.secret_name for v in spec.volumes if v.secret)
+        # No projected super-cluster token anywhere; the token volume reads a Secret holding the tenant's token.
+        sources = [source for v in spec.volumes if v.projected for source in v.projected.sources]
+        assert sources and not [source for source in sources if source.service_account_token]
+        secret_name = next(source.secret.name for source in sources if source.secret)
         # Issued right after its super pod exists (owned by it); the kubelet waits for it, so does this test.
         secret = eventually(partial(client.CoreV1Api(super_client).read_namespaced_secret, secret_name,
                                     tenant_a.workloads_namespace), 30, what="the pod's token Secret")  # fmt: skip
@@ -182,6 +182,26 @@ def test_deployment_pods_run_sandboxed_without_super_credentials(
         with client.ApiClient(configuration) as as_pod:
             review = client.AuthenticationV1Api(as_pod).create_self_subject_review({})
         assert review.status.user_info.username == "system:serviceaccount:web:default"
+
+
+def test_a_projected_token_of_its_own_audience_is_minted_by_the_tenant(
+    tenant_a: TenantUnderTest, super_client: client.ApiClient
+) -> None:
+    vault = {"name": "vault", "projected": {"sources": [
+        {"serviceAccountToken": {"path": "sa-token", "audience": "vault", "expirationSeconds": 600}}]}}  # fmt: skip
+    spec = {"containers": [{"name": "app", "image": PAUSE}], "volumes": [vault], "automountServiceAccountToken": False}
+    make_pod(tenant_a, "tokens", "reader", spec)
+    shadow = wait_super_pod(super_client, tenant_a, "tokens", "reader", 60)
+    (source,) = next(v for v in shadow.spec.volumes if v.name == "vault").projected.sources
+    (item,) = source.secret.items
+    assert item.path == "sa-token"
+    secret = eventually(partial(client.CoreV1Api(super_client).read_namespaced_secret, source.secret.name,
+                                tenant_a.workloads_namespace), 30, what="the pod's token Secret")  # fmt: skip
+    assert "token" not in secret.data  # the pod mounts no token of the API server's own audience
+    claims = json.loads(base64.urlsafe_b64decode(base64.b64decode(secret.data[item.key]).split(b".")[1] + b"=="))
+    assert claims["aud"] == ["vault"] and claims["sub"] == "system:serviceaccount:tokens:default"
+    assert claims["exp"] - claims["iat"] == 600
+    assert claims["kubernetes.io"]["pod"]["name"] == "reader"  # bound to the tenant pod
 
 
 def test_status_flows_up_and_deletion_converges_both_ways(

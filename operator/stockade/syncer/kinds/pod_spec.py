@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -45,6 +46,11 @@ CONTAINER_KINDS = ("initContainers", "containers", "ephemeralContainers")
 PROBES = ("livenessProbe", "readinessProbe", "startupProbe")
 LIFECYCLE_HANDLERS = ("postStart", "preStop")
 NO_NAMESERVER = "127.0.0.1"
+# The token lifetime asked for when a projected token names none (the API's default).
+TOKEN_SECONDS = 3600
+# The tenant's CA bundle its controller-manager puts in every namespace: not mirrored, read from
+# the pod's token Secret instead.
+ROOT_CA_CONFIGMAP = "kube-root-ca.crt"
 
 
 # -- refusals --
@@ -293,10 +299,64 @@ def _is_service_account_volume(volume: Mapping[str, Any]) -> bool:
 
 
 def wants_token(pod: Mapping[str, Any]) -> bool:
-    """Whether the pod mounts a service-account token (the syncer issues it from the tenant)."""
-    return pod["spec"].get("automountServiceAccountToken") is not False and any(
-        _is_service_account_volume(v) for v in pod["spec"].get("volumes") or []
-    )
+    """Whether the pod mounts a service-account token (the syncer issues it from the tenant). With
+    `automountServiceAccountToken: false` the tenant adds no token volume; one the pod names itself
+    is mounted all the same, as Kubernetes does."""
+    return bool(token_requests(pod))
+
+
+def token_key(source: Mapping[str, Any]) -> str:
+    """The key in the pod's token Secret of a projected token: `token` for the API server's own
+    audience, one per other audience (the path is the pod's; a key is only a name)."""
+    audience = source.get("audience") or ""
+    return f"token-{hashlib.sha256(audience.encode()).hexdigest()[: naming.HASH_LENGTH]}" if audience else "token"
+
+
+def token_requests(pod: Mapping[str, Any]) -> dict[str, tuple[str, int]]:
+    """Each token the pod's projected volumes mount, by its key in the token Secret: (audience,
+    lifetime in seconds — the shortest any of its sources asks for, at least the API's 600)."""
+    requests: dict[str, tuple[str, int]] = {}
+    for volume in pod["spec"].get("volumes") or []:
+        for source in (volume.get("projected") or {}).get("sources") or []:
+            token = source.get("serviceAccountToken")
+            if token is None:
+                continue
+            key, seconds = token_key(token), max(600, int(token.get("expirationSeconds") or TOKEN_SECONDS))
+            seconds = min(seconds, requests.get(key, ("", seconds))[1])
+            requests[key] = (token.get("audience") or "", seconds)
+    return requests
+
+
+def _projected_source(source: Mapping[str, Any], namespace: str) -> dict[str, Any]:
+    """A projected volume's source as the super pod reads it: mirrored names, the tenant's view of
+    the downward API."""
+    out = copy.deepcopy(dict(source))
+    if "configMap" in out:
+        out["configMap"]["name"] = super_name(namespace, out["configMap"]["name"])
+    if "secret" in out:
+        out["secret"]["name"] = super_name(namespace, out["secret"]["name"])
+    for item in (out.get("downwardAPI") or {}).get("items") or []:
+        if "fieldRef" in item:
+            _rewrite_field_ref(item["fieldRef"])
+    return out
+
+
+def _token_volume_sources(
+    sources: Iterable[Mapping[str, Any]], token_secret: str, namespace: str
+) -> list[dict[str, Any]]:
+    """A projected volume with tokens, as the super pod mounts it: each token, and the tenant's CA
+    bundle (`kube-root-ca.crt`, not mirrored), read from the pod's token Secret at the pod's paths."""
+    out: list[dict[str, Any]] = []
+    for source in sources:
+        if "serviceAccountToken" in source:
+            item = {"key": token_key(source["serviceAccountToken"]), "path": source["serviceAccountToken"]["path"]}
+            out.append({"secret": {"name": token_secret, "items": [item]}})
+        elif (source.get("configMap") or {}).get("name") == ROOT_CA_CONFIGMAP:
+            items = source["configMap"].get("items") or [{"key": "ca.crt", "path": "ca.crt"}]
+            out.append({"secret": {"name": token_secret, "items": [i for i in items if i.get("key") == "ca.crt"]}})
+        else:
+            out.append(_projected_source(source, namespace))
+    return out
 
 
 def dependencies(pod: Mapping[str, Any]) -> list[tuple[str, str]]:
@@ -413,7 +473,9 @@ def translate_pod(
         if _is_service_account_volume(volume):
             if token_secret is None:
                 continue
-            volume = {"name": volume["name"], "secret": {"secretName": token_secret, "defaultMode": 0o644}}
+            projected = volume["projected"]
+            sources = _token_volume_sources(projected["sources"], token_secret, namespace)
+            volume["projected"] = {**projected, "sources": sources}
         elif "configMap" in volume:
             volume["configMap"] = {**volume["configMap"], "name": ref(volume["configMap"]["name"])}
         elif "secret" in volume:
@@ -422,17 +484,7 @@ def translate_pod(
             claim = volume["persistentVolumeClaim"]
             volume["persistentVolumeClaim"] = {**claim, "claimName": ref(claim["claimName"])}
         elif "projected" in volume:
-            sources = []
-            for source in volume["projected"].get("sources") or []:
-                source = copy.deepcopy(source)
-                if "configMap" in source:
-                    source["configMap"]["name"] = ref(source["configMap"]["name"])
-                if "secret" in source:
-                    source["secret"]["name"] = ref(source["secret"]["name"])
-                for item in (source.get("downwardAPI") or {}).get("items") or []:
-                    if "fieldRef" in item:
-                        _rewrite_field_ref(item["fieldRef"])
-                sources.append(source)
+            sources = [_projected_source(source, namespace) for source in volume["projected"].get("sources") or []]
             volume["projected"] = {**volume["projected"], "sources": sources}
         elif "downwardAPI" in volume:
             volume["downwardAPI"] = copy.deepcopy(volume["downwardAPI"])
@@ -545,10 +597,16 @@ def _mount_hosts_file(spec: dict[str, Any]) -> None:
 
 
 def token_secret(
-    pod: Mapping[str, Any], ctx: TenantContext, token: str, ca_pem: bytes, expires: str, owner: Mapping[str, Any]
+    pod: Mapping[str, Any],
+    ctx: TenantContext,
+    tokens: Mapping[str, str],
+    ca_pem: bytes,
+    expires: str,
+    owner: Mapping[str, Any],
 ) -> dict[str, Any]:
-    """The tenant-issued service-account token, mounted where Kubernetes clients look for it.
-    Owned by its super pod (`owner`) from birth, so it never outlives it."""
+    """The tenant-issued service-account tokens (by `token_key`), the tenant's CA and the pod's
+    namespace, mounted where the pod's volumes ask. Owned by its super pod (`owner`) from birth, so
+    it never outlives it; `expires` is when its first token expires."""
     meta = super_metadata(pod, ctx)
     meta["name"] = token_secret_name(pod)
     meta["annotations"][TOKEN_EXPIRES_ANNOTATION] = expires
@@ -561,7 +619,7 @@ def token_secret(
         "metadata": meta,
         "type": "Opaque",
         "data": {
-            "token": base64.b64encode(token.encode()).decode(),
+            **{key: base64.b64encode(token.encode()).decode() for key, token in tokens.items()},
             "ca.crt": base64.b64encode(ca_pem).decode(),
             "namespace": base64.b64encode(pod["metadata"]["namespace"].encode()).decode(),
         },

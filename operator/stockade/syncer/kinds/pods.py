@@ -20,8 +20,9 @@ from stockade.syncer.translate import Key, key_of
 
 log = logging.getLogger("stockade.syncer")
 
-TOKEN_SECONDS = 3600
 EPHEMERAL_PATH = "spec.ephemeralContainers"
+# A token is renewed 20 minutes before it expires, or once 80 % of its life has passed if it is
+# shorter-lived (as the kubelet does).
 TOKEN_REFRESH_BEFORE = datetime.timedelta(minutes=20)
 
 
@@ -118,7 +119,7 @@ class Pods(Kind):
         shadow = pod_spec.translate_pod(pod, s.ctx, token, services)
         # The token is bound to the tenant pod, not the super one: minted while the super pod is
         # created (one round trip less per pod), and stored only once the super pod exists.
-        minting = asyncio.ensure_future(self._mint_token(pod)) if wants_token else None
+        minting = asyncio.ensure_future(self._mint_tokens(pod)) if wants_token else None
         try:
             created = await s.super.create(shadow)
         except BaseException as error:
@@ -139,41 +140,50 @@ class Pods(Kind):
             await self._store_token(pod, created, *(await minting))
         await self.up(pod, created)  # the super pod's first status: its watch echo is skipped
 
-    async def _mint_token(self, pod: Mapping[str, Any]) -> tuple[str, str]:
-        """(token, expiry) from the *tenant* API server, bound to the tenant pod."""
+    async def _mint_tokens(self, pod: Mapping[str, Any]) -> tuple[dict[str, str], str]:
+        """Every token the pod mounts (by its key in the token Secret), from the *tenant* API
+        server, bound to the tenant pod; and when the first of them expires."""
+        requests = pod_spec.token_requests(pod)
+        minted = await asyncio.gather(*(self._mint_token(pod, *request) for request in requests.values()))
+        return dict(zip(requests, (token for token, _ in minted), strict=True)), min(e for _, e in minted)
+
+    async def _mint_token(self, pod: Mapping[str, Any], audience: str, seconds: int) -> tuple[str, str]:
+        """(token, expiry) from the tenant API server for `audience` (its own if empty)."""
         meta = pod["metadata"]
         account = pod["spec"].get("serviceAccountName") or "default"
-        request = {
-            "apiVersion": "authentication.k8s.io/v1",
-            "kind": "TokenRequest",
-            "spec": {
-                "expirationSeconds": TOKEN_SECONDS,
-                "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": meta["name"], "uid": meta["uid"]},
-            },
+        spec: dict[str, Any] = {
+            "expirationSeconds": seconds,
+            "boundObjectRef": {"apiVersion": "v1", "kind": "Pod", "name": meta["name"], "uid": meta["uid"]},
         }
+        if audience:
+            spec["audiences"] = [audience]
+        request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec}
         path = f"/api/v1/namespaces/{meta['namespace']}/serviceaccounts/{account}/token"
         response = await self.sides.tenant_api.request("POST", path, body=request)
         return response["status"]["token"], response["status"]["expirationTimestamp"]
 
-    async def _store_token(self, pod: Mapping[str, Any], shadow: Mapping[str, Any], token: str, expires: str) -> None:
-        """The token in a Secret owned by the super pod `shadow`."""
+    async def _store_token(
+        self, pod: Mapping[str, Any], shadow: Mapping[str, Any], tokens: Mapping[str, str], expires: str
+    ) -> None:
+        """The tokens in a Secret owned by the super pod `shadow`."""
         s = self.sides
-        secret = pod_spec.token_secret(pod, s.ctx, token, s.tenant_ca_pem, expires, shadow)
+        secret = pod_spec.token_secret(pod, s.ctx, tokens, s.tenant_ca_pem, expires, shadow)
         s.super_caches["Secret"].wrote(await s.super.apply(secret))
 
     async def _refresh_token(self, pod: Mapping[str, Any], shadow: Mapping[str, Any]) -> None:
         s = self.sides
-        name = pod_spec.token_secret_name(pod)
-        volumes = shadow.get("spec", {}).get("volumes") or []
-        if not any((v.get("secret") or {}).get("secretName") == name for v in volumes):
+        requests = pod_spec.token_requests(pod)
+        if not requests:
             return
-        secret = s.super_caches["Secret"].get((s.ctx.namespace, name))
+        secret = s.super_caches["Secret"].get((s.ctx.namespace, pod_spec.token_secret_name(pod)))
         expires = ((secret or {}).get("metadata", {}).get("annotations") or {}).get(TOKEN_EXPIRES_ANNOTATION)
-        if expires:
-            due = datetime.datetime.fromisoformat(expires.replace("Z", "+00:00")) - TOKEN_REFRESH_BEFORE
+        if expires and set(requests) <= set((secret or {}).get("data") or {}):
+            shortest = min(seconds for _, seconds in requests.values())
+            before = min(TOKEN_REFRESH_BEFORE, datetime.timedelta(seconds=shortest / 5))
+            due = datetime.datetime.fromisoformat(expires.replace("Z", "+00:00")) - before
             if datetime.datetime.now(datetime.UTC) < due:
                 return
-        await self._store_token(pod, shadow, *(await self._mint_token(pod)))
+        await self._store_token(pod, shadow, *(await self._mint_tokens(pod)))
 
     async def _add_ephemeral_containers(self, pod: Mapping[str, Any], shadow: Mapping[str, Any]) -> None:
         """Ephemeral containers the tenant added (`kubectl debug`) and the super pod lacks. They can

@@ -59,7 +59,7 @@ def test_pod_translation_forces_the_sandbox_and_hides_the_super_cluster() -> Non
     volumes = {v["name"]: v for v in s["volumes"]}
     assert volumes["kube-api-access-x"] == {
         "name": "kube-api-access-x",
-        "secret": {"secretName": "tok", "defaultMode": 0o644},
+        "projected": {"sources": [{"secret": {"name": "tok", "items": [{"key": "token", "path": "token"}]}}]},
     }
     assert volumes["cfg"]["configMap"]["name"] == tr.super_name("ns", "cm")
     assert volumes["data"]["persistentVolumeClaim"]["claimName"] == tr.super_name("ns", "claim")
@@ -257,9 +257,43 @@ def test_tenant_containers_always_pull_with_their_own_credentials() -> None:
 
 def test_token_secret_is_owned_by_its_pod_from_birth() -> None:
     owner = {"metadata": {"name": "sp", "uid": "su"}}
-    secret = pod_spec.token_secret(pod(), CTX, "jwt", b"ca", "2030-01-01T00:00:00Z", owner)
+    secret = pod_spec.token_secret(pod(), CTX, {"token": "jwt"}, b"ca", "2030-01-01T00:00:00Z", owner)
     assert secret["metadata"]["ownerReferences"] == [{"apiVersion": "v1", "kind": "Pod", "name": "sp", "uid": "su"}]
     assert secret["metadata"]["name"] == pod_spec.token_secret_name(pod())
+    assert sorted(secret["data"]) == ["ca.crt", "namespace", "token"]
+
+
+def test_projected_tokens_of_any_audience_and_path_are_the_tenants() -> None:
+    api_access = {"name": "kube-api-access-x", "projected": {"defaultMode": 0o644, "sources": [
+        {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}},
+        {"configMap": {"name": "kube-root-ca.crt", "items": [{"key": "ca.crt", "path": "ca.crt"}]}},
+        {"downwardAPI": {"items": [{"path": "namespace", "fieldRef": {"fieldPath": "metadata.namespace"}}]}},
+    ]}}  # fmt: skip
+    vault = {"name": "vault", "projected": {"sources": [
+        {"serviceAccountToken": {"path": "sa-token", "audience": "vault", "expirationSeconds": 600}},
+        {"configMap": {"name": "settings"}},
+    ]}}  # fmt: skip
+    spec = {"containers": [{"name": "c", "image": "i"}], "volumes": [api_access, vault],
+            "automountServiceAccountToken": False}  # fmt: skip
+    tenant_pod = pod(spec)
+    # One token per audience, the shortest lifetime any of its sources asks for; one the pod names
+    # itself is mounted even with automountServiceAccountToken false, as Kubernetes does.
+    vault_key = pod_spec.token_key({"audience": "vault"})
+    assert pod_spec.token_requests(tenant_pod) == {"token": ("", 3607), vault_key: ("vault", 600)}
+    assert pod_spec.wants_token(tenant_pod) and vault_key.startswith("token-") and vault_key != "token"
+    volumes = {v["name"]: v for v in pod_spec.translate_pod(tenant_pod, CTX, "tok")["spec"]["volumes"]}
+    sources = volumes["kube-api-access-x"]["projected"]["sources"]
+    assert volumes["kube-api-access-x"]["projected"]["defaultMode"] == 0o644
+    assert sources[0] == {"secret": {"name": "tok", "items": [{"key": "token", "path": "token"}]}}
+    assert sources[1] == {"secret": {"name": "tok", "items": [{"key": "ca.crt", "path": "ca.crt"}]}}
+    assert sources[2]["downwardAPI"]["items"][0]["fieldRef"]["fieldPath"] == (
+        f"metadata.annotations['{naming.ANNOTATION_NAMESPACE}']"
+    )
+    assert volumes["vault"]["projected"]["sources"] == [
+        {"secret": {"name": "tok", "items": [{"key": vault_key, "path": "sa-token"}]}},
+        {"configMap": {"name": tr.super_name("ns", "settings")}},
+    ]
+    assert not pod_spec.token_requests(pod()) and not pod_spec.wants_token(pod())
 
 
 def test_dependencies_are_everything_the_pod_names_in_its_namespace() -> None:
