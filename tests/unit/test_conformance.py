@@ -37,8 +37,20 @@ def test_a_failure_is_explained_only_by_its_evidence() -> None:
     # Positive control of the negative: an unrelated failure stays unexplained.
     assert suite.known_cause("service is not reachable within 2m0s", "nc: timed out", known) is None
     assert suite.known_cause("failed to get logs from pod-x: context deadline exceeded", "", known) is None
-    # None is known today: every tenant failure of a test that passes on the super cluster counts.
-    assert suite.known_cause(logs, exec_output) is None
+    # The known causes today: the syncer's refusals by design and the sandbox, each by its evidence.
+    assert suite.known_cause(logs, exec_output) is None  # pods/log and pods/exec are served (issue 12)
+    refused = (
+        "dump.go:53] event for nodeport-test: {stockade-syncer } StockadeRejected: not synced to the super "
+        "cluster: spec.type: NodePort services would open ports on the super cluster's nodes; use ClusterIP"
+    )
+    assert (suite.known_cause("service is not reachable within 2m0s", refused) or "").startswith(suite.BY_DESIGN)
+    tmpfs = 'mount type of "/test-volume": 16914839\ncontent of file "/test-volume/test-file": mount-tester new file'
+    assert "gVisor" in (suite.known_cause(f"Expected {tmpfs} to contain substring", "") or "")
+    host = "PodScheduled False StockadeRejected spec.containers[0].ports.hostPort: host ports are not allowed"
+    assert "hostPort" in (suite.known_cause("timed out", host) or "")
+    # Positive control of the negative: an unrelated failure stays unexplained.
+    assert suite.known_cause("service is not reachable within 2m0s", "nc: timed out") is None
+    assert suite.known_cause('mount type of "/test-volume": tmpfs', "") is None
 
 
 def test_the_comparison_lists_what_passes_on_the_super_cluster_only() -> None:
