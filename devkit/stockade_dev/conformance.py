@@ -95,6 +95,8 @@ KNOWN_TENANT_FAILURES: tuple[tuple[str, str], ...] = (
     (r"spec\.host(Network|PID|IPC): host namespaces are not allowed",
      BY_DESIGN + "host namespaces (hostNetwork, hostPID, hostIPC) are the super cluster node's"),
     (r"hostPath: host paths are not allowed", BY_DESIGN + "hostPath volumes are the super cluster node's files"),
+    (r"securityContext\.privileged: Forbidden: disallowed by cluster policy",
+     BY_DESIGN + "the tenant's API server admits no privileged container (--allow-privileged=false)"),
     (r"host: '[^']*' is not allowed; probes go to the pod's own address",
      BY_DESIGN + "a probe or lifecycle handler with a host would make the super node's kubelet connect there"),
     (r'mount type of "[^"]*": 16914839',

@@ -67,6 +67,10 @@ def apiserver_args(f: ApiServerFlags) -> list[str]:
         "--authorization-mode=Node,RBAC",
         "--enable-admission-plugins=NodeRestriction",
         f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
+        # Where the issuer's discovery document says its keys are: by default the API server's own
+        # address, a pod IP its certificate does not name; this name it does, and tenant pods reach
+        # it through the tenant's DNS and `kubernetes` Service.
+        f"--service-account-jwks-uri={SERVICE_ACCOUNT_ISSUER}/openid/v1/jwks",
         f"--service-account-key-file={p}/sa.pub",
         f"--service-account-signing-key-file={p}/sa.key",
         f"--service-cluster-ip-range={f.service_cidr}",

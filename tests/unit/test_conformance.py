@@ -48,6 +48,8 @@ def test_a_failure_is_explained_only_by_its_evidence() -> None:
     assert "gVisor" in (suite.known_cause(f"Expected {tmpfs} to contain substring", "") or "")
     host = "PodScheduled False StockadeRejected spec.containers[0].ports.hostPort: host ports are not allowed"
     assert "hostPort" in (suite.known_cause("timed out", host) or "")
+    privileged = 'Job.batch "j" is invalid: spec.template.spec.containers[0].securityContext.privileged: Forbidden: '
+    assert "--allow-privileged=false" in (suite.known_cause(privileged + "disallowed by cluster policy", "") or "")
     # Positive control of the negative: an unrelated failure stays unexplained.
     assert suite.known_cause("service is not reachable within 2m0s", "nc: timed out") is None
     assert suite.known_cause('mount type of "/test-volume": tmpfs', "") is None
