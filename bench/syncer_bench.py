@@ -258,7 +258,8 @@ class Baseline:
             shadow = pod_spec.translate_pod(pod, ctx, pod_spec.token_secret_name(pod))
             created = await self.kube.create(shadow)
             expires = "2099-01-01T00:00:00Z"
-            await self.kube.apply(pod_spec.token_secret(pod, ctx, self.token, self.ca_pem, expires, created))
+            tokens = {"token": self.token}
+            await self.kube.apply(pod_spec.token_secret(pod, ctx, tokens, self.ca_pem, expires, created))
             latencies.append(time.monotonic() - started)
 
         return create
