@@ -55,7 +55,19 @@ def main() -> int:
     parser.add_argument("--targets", default="tenant,super", help="tenant, super, or both in that order")
     parser.add_argument("--minutes", type=int, default=240, help="bound of each target's run")
     parser.add_argument("--out", type=Path, help="default: bench/results/conformance[-ci].json")
+    parser.add_argument(
+        "--explain-again",
+        type=Path,
+        metavar="SUMMARY",
+        help="run nothing: re-read a recorded summary's tenant failures with today's known causes",
+    )
+    parser.add_argument("--report", type=Path, help="with --explain-again: the tenant run's ginkgo report.json")
     args = parser.parse_args()
+    if args.explain_again:
+        result = suite.explain_again(json.loads(args.explain_again.read_text()), args.report)
+        args.explain_again.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"rewritten {args.explain_again}: {json.dumps(result['comparison'])[:400]}", flush=True)
+        return 0
     focus = "|".join(f for f in (suite.CI_FOCUS if args.selection == "ci" else "", args.focus) if f)
     full = args.selection == "full" and not args.focus and not args.skip
     out = args.out or REPO / "bench" / "results" / ("conformance.json" if full else "conformance-ci.json")

@@ -12,6 +12,7 @@ it at. A test whose image is not built here fails on both sides, and is counted,
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -268,6 +269,22 @@ def run_suite(
     }
     out(f"{target}: {summary['counts']} in {summary['seconds']}s")
     return summary
+
+
+def explain_again(result: dict[str, Any], report: Path | None = None) -> dict[str, Any]:
+    """A recorded summary with its tenant failures explained by today's known causes: from the
+    message each failure kept, or, given the tenant run's ginkgo report, from its full message and
+    output (the summary keeps neither whole)."""
+    evidence = {
+        spec_name(s): (str((s.get("Failure") or {}).get("Message", "")), str(s.get("CapturedGinkgoWriterOutput", "")))
+        for s in (conformance_specs(report) if report else [])
+    }
+    out = copy.deepcopy(result)
+    for failure in out["targets"].get("tenant", {}).get("failures", []):
+        message, output = evidence.get(failure["test"], (failure["message"], ""))
+        failure["known_cause"] = failure.get("known_cause") or known_cause(message, output)
+    out["comparison"] = compare(out["targets"])
+    return out
 
 
 def compare(targets: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -69,3 +69,32 @@ def test_the_ci_selection_is_one_regex_per_area() -> None:
     for area in ("Services", "DNS", "Deployment", "Pods", "ConfigMap", "Secrets", "Projected", "Downward API", "Job",
                  "ServiceAccounts", "SubjectReview", "Namespaces", "CustomResourceDefinition"):  # fmt: skip
         assert area in suite.CI_FOCUS, area
+
+
+def test_a_recorded_summary_is_explained_again_by_todays_causes() -> None:
+    refused = "spec.template.spec.containers[0].securityContext.privileged: Forbidden: disallowed by cluster policy"
+    recorded = {"targets": {
+        "super": {"passed_tests": ["a", "b", "c"], "failures": []},
+        "tenant": {"passed_tests": [], "failures": [
+            {"test": "a", "message": refused, "known_cause": None},
+            {"test": "b", "message": "timed out", "known_cause": None},
+            {"test": "c", "message": "timed out", "known_cause": "found before"}]},
+    }}  # fmt: skip
+    again = suite.explain_again(recorded)
+    assert again["comparison"]["explained"] == {"a": suite.known_cause(refused, ""), "c": "found before"}
+    assert again["comparison"]["unexplained"] == ["b"]
+    assert recorded["targets"]["tenant"]["failures"][0]["known_cause"] is None  # the input is left as it was
+
+
+def test_a_recorded_summary_is_explained_again_from_its_runs_full_report(tmp_path: Path) -> None:
+    refusal = "StockadeRejected spec.containers[0].ports.hostPort: host ports are not allowed"
+    report = tmp_path / "report.json"
+    report.write_text(json.dumps([{"SpecReports": [spec("a [Conformance]", "failed", "timed out", refusal)]}]))
+    recorded = {"targets": {
+        "super": {"passed_tests": ["[sig-node] Pods a [Conformance]"], "failures": []},
+        "tenant": {"passed_tests": [], "failures": [
+            {"test": "[sig-node] Pods a [Conformance]", "message": "timed out", "known_cause": None}]},
+    }}  # fmt: skip
+    assert suite.explain_again(recorded)["comparison"]["explained"] == {}  # the message alone shows no cause
+    explained = suite.explain_again(recorded, report)["comparison"]["explained"]
+    assert "hostPort" in explained["[sig-node] Pods a [Conformance]"]
