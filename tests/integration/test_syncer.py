@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import datetime
 import ipaddress
 import json
 import socket
@@ -202,6 +203,29 @@ def test_a_projected_token_of_its_own_audience_is_minted_by_the_tenant(
     assert claims["aud"] == ["vault"] and claims["sub"] == "system:serviceaccount:tokens:default"
     assert claims["exp"] - claims["iat"] == 600
     assert claims["kubernetes.io"]["pod"]["name"] == "reader"  # bound to the tenant pod
+    # Renewal is paced by the lifetime asked for (the shortest of the pod's tokens).
+    expires = secret.metadata.annotations[naming.TOKEN_EXPIRES_ANNOTATION]
+    left = datetime.datetime.fromisoformat(expires.replace("Z", "+00:00")) - datetime.datetime.now(datetime.UTC)
+    assert datetime.timedelta(minutes=8) < left <= datetime.timedelta(minutes=10)
+
+
+def test_the_standard_token_is_renewed_on_the_lifetime_it_asks_for(
+    tenant_a: TenantUnderTest, super_client: client.ApiClient
+) -> None:
+    # What the tenant's admission puts in every pod: 3607 s, which an API server extending token
+    # lifetimes (the default) grants for a year.
+    api_access = {"name": "kube-api-access", "projected": {"sources": [
+        {"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}}]}}  # fmt: skip
+    make_pod(tenant_a, "tokens", "standard", {"containers": [{"name": "app", "image": PAUSE}], "volumes": [api_access]})
+    shadow = wait_super_pod(super_client, tenant_a, "tokens", "standard", 60)
+    (source,) = next(v for v in shadow.spec.volumes if v.name == "kube-api-access").projected.sources
+    secret = eventually(partial(client.CoreV1Api(super_client).read_namespaced_secret, source.secret.name,
+                                tenant_a.workloads_namespace), 30, what="the pod's token Secret")  # fmt: skip
+    expires = secret.metadata.annotations[naming.TOKEN_EXPIRES_ANNOTATION]
+    left = datetime.datetime.fromisoformat(expires.replace("Z", "+00:00")) - datetime.datetime.now(datetime.UTC)
+    assert datetime.timedelta(minutes=58) < left <= datetime.timedelta(seconds=3607)
+    claims = json.loads(base64.urlsafe_b64decode(base64.b64decode(secret.data["token"]).split(b".")[1] + b"=="))
+    assert claims["exp"] - claims["iat"] > 3607  # granted for longer than asked: the case this guards
 
 
 def test_status_flows_up_and_deletion_converges_both_ways(

@@ -148,7 +148,10 @@ class Pods(Kind):
         return dict(zip(requests, (token for token, _ in minted), strict=True)), min(e for _, e in minted)
 
     async def _mint_token(self, pod: Mapping[str, Any], audience: str, seconds: int) -> tuple[str, str]:
-        """(token, expiry) from the tenant API server for `audience` (its own if empty)."""
+        """(token, when to count it expired) from the tenant API server for `audience` (its own if
+        empty). The lifetime asked for, not the one granted, paces renewal: an API server may grant
+        far more (a year for the standard volume's 3607 s, `--service-account-extend-token-expiration`),
+        and the kubelet renews such a token on the lifetime it asked for too."""
         meta = pod["metadata"]
         account = pod["spec"].get("serviceAccountName") or "default"
         spec: dict[str, Any] = {
@@ -159,8 +162,10 @@ class Pods(Kind):
             spec["audiences"] = [audience]
         request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": spec}
         path = f"/api/v1/namespaces/{meta['namespace']}/serviceaccounts/{account}/token"
+        asked_until = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=seconds)
         response = await self.sides.tenant_api.request("POST", path, body=request)
-        return response["status"]["token"], response["status"]["expirationTimestamp"]
+        granted = datetime.datetime.fromisoformat(response["status"]["expirationTimestamp"].replace("Z", "+00:00"))
+        return response["status"]["token"], min(granted, asked_until).strftime("%Y-%m-%dT%H:%M:%SZ")
 
     async def _store_token(
         self, pod: Mapping[str, Any], shadow: Mapping[str, Any], tokens: Mapping[str, str], expires: str
