@@ -115,6 +115,27 @@ def make_pod(tenant: TenantUnderTest, namespace: str, name: str, spec: dict[str,
     return client.CoreV1Api(tenant.superuser).create_namespaced_pod(namespace, body)
 
 
+@pytest.fixture
+def freed(tenant_a: TenantUnderTest, super_client: client.ApiClient) -> Iterator[Callable[[str], str]]:
+    """Namespaces of tenant A whose pods go when the test ends, their super pods waited for: each
+    super pod holds part of the tenant's quota, which the later tests of this module need."""
+    namespaces: list[str] = []
+
+    def register(namespace: str) -> str:
+        namespaces.append(namespace)
+        return namespace
+
+    yield register
+    core = client.CoreV1Api(tenant_a.superuser)
+    for namespace in namespaces:
+        core.delete_collection_namespaced_pod(namespace, grace_period_seconds=0)
+    eventually(
+        lambda: not [p for p in super_pods(super_client, tenant_a)
+                     if p.metadata.annotations.get(naming.ANNOTATION_NAMESPACE) in namespaces],
+        60, what="the test's super pods gone",
+    )  # fmt: skip
+
+
 def gone(check: Callable[[], Any]) -> bool:
     try:
         check()
@@ -186,8 +207,9 @@ def test_deployment_pods_run_sandboxed_without_super_credentials(
 
 
 def test_a_projected_token_of_its_own_audience_is_minted_by_the_tenant(
-    tenant_a: TenantUnderTest, super_client: client.ApiClient
+    tenant_a: TenantUnderTest, super_client: client.ApiClient, freed: Callable[[str], str]
 ) -> None:
+    freed("tokens")
     vault = {"name": "vault", "projected": {"sources": [
         {"serviceAccountToken": {"path": "sa-token", "audience": "vault", "expirationSeconds": 600}}]}}  # fmt: skip
     spec = {"containers": [{"name": "app", "image": PAUSE}], "volumes": [vault], "automountServiceAccountToken": False}
@@ -210,8 +232,9 @@ def test_a_projected_token_of_its_own_audience_is_minted_by_the_tenant(
 
 
 def test_the_standard_token_is_renewed_on_the_lifetime_it_asks_for(
-    tenant_a: TenantUnderTest, super_client: client.ApiClient
+    tenant_a: TenantUnderTest, super_client: client.ApiClient, freed: Callable[[str], str]
 ) -> None:
+    freed("tokens")
     # What the tenant's admission puts in every pod: 3607 s, which an API server extending token
     # lifetimes (the default) grants for a year.
     api_access = {"name": "kube-api-access", "projected": {"sources": [
@@ -264,8 +287,9 @@ def test_status_flows_up_and_deletion_converges_both_ways(
 
 
 def test_what_a_tenant_may_change_in_a_running_pod_follows(
-    tenant_a: TenantUnderTest, super_client: client.ApiClient
+    tenant_a: TenantUnderTest, super_client: client.ApiClient, freed: Callable[[str], str]
 ) -> None:
+    freed("updates")
     info = {
         "name": "info",
         "downwardAPI": {"items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]},
@@ -342,8 +366,9 @@ def test_refused_pods_never_reach_the_super_cluster(
 
 
 def test_ephemeral_containers_are_carried_and_a_privileged_one_refused(
-    tenant_a: TenantUnderTest, super_client: client.ApiClient
+    tenant_a: TenantUnderTest, super_client: client.ApiClient, freed: Callable[[str], str]
 ) -> None:
+    freed("debug")
     tenant_core = client.CoreV1Api(tenant_a.superuser)
     make_pod(tenant_a, "debug", "target")
     make_pod(tenant_a, "debug", "plain")
@@ -449,8 +474,9 @@ def test_services_configmaps_and_endpoints(tenant_a: TenantUnderTest, super_clie
 
 
 def test_endpoint_slices_a_tenant_writes_reach_only_its_own_pods(
-    tenant_a: TenantUnderTest, super_client: client.ApiClient
+    tenant_a: TenantUnderTest, super_client: client.ApiClient, freed: Callable[[str], str]
 ) -> None:
+    freed("slices")
     make_pod(tenant_a, "slices", "server")
     shadow = wait_super_pod(super_client, tenant_a, "slices", "server", 60)
     # No kubelet runs it here: the super pod's address is written as the super kubelet would.
