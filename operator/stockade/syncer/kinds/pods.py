@@ -88,6 +88,10 @@ class Pods(Kind):
             s.settled(uid)
             await self._add_ephemeral_containers(pod, shadow)
 
+    def _services_in(self, namespace: str) -> list[dict[str, Any]]:
+        """The tenant Services of `namespace`: their variables go into its pods' containers."""
+        return [svc for (ns, _), svc in self.sides.tenant_caches["Service"].cache.items() if ns == namespace]
+
     async def _refuse(self, pod: Mapping[str, Any], reason: str) -> None:
         """The tenant pod's PodScheduled condition and a Warning Event say why it does not run."""
         s = self.sides
@@ -114,7 +118,7 @@ class Pods(Kind):
             await s.first(kind, (pod["metadata"]["namespace"], name))
         wants_token = pod_spec.wants_token(pod)
         namespace = pod["metadata"]["namespace"]
-        services = [svc for (ns, _), svc in s.tenant_caches["Service"].cache.items() if ns == namespace]
+        services = self._services_in(namespace)
         token = pod_spec.token_secret_name(pod) if wants_token else None
         shadow = pod_spec.translate_pod(pod, s.ctx, token, services)
         # The token is bound to the tenant pod, not the super one: minted while the super pod is
@@ -198,7 +202,7 @@ class Pods(Kind):
         if all(c["name"] in present for c in pod["spec"].get("ephemeralContainers") or []):
             return
         namespace = pod["metadata"]["namespace"]
-        services = [svc for (ns, _), svc in s.tenant_caches["Service"].cache.items() if ns == namespace]
+        services = self._services_in(namespace)
         wanted = pod_spec.translate_ephemeral_containers(pod, s.ctx, services)
         added = [c for c in wanted if c["name"] not in present]
         written = await s.super.request(
